@@ -1,0 +1,3 @@
+from httpjail_py.cli import main
+
+raise SystemExit(main())

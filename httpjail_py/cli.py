@@ -1,0 +1,188 @@
+"""The `httpjail` command: flags in (compatible with coder/httpjail 0.6), a `Config` out,
+then `app.run`. User errors print one line naming the flag and value, and exit non-zero;
+tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from httpjail_py import __version__
+from httpjail_py.config import Bind, Config, RuleSource, RunMode, parse_bind, parse_resolve
+from httpjail_py.errors import ConfigError, HttpjailError
+from httpjail_py.testmode import parse_test_args, request_from_url
+
+__all__ = ["main", "build_parser", "parse_config"]
+
+SERVER_HTTP = Bind("127.0.0.1", 8080)
+SERVER_HTTPS = Bind("127.0.0.1", 8443)
+EPHEMERAL = Bind("127.0.0.1", 0)
+
+EXAMPLES = """\
+examples:
+  httpjail --weak --js "r.host === 'api.openai.com'" --request-log req.log -- codex exec "..."
+  httpjail --test GET https://github.com/foo --js "r.host === 'github.com'"
+  httpjail --server --js-file rules.js
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="httpjail",
+        usage="httpjail [OPTIONS] -- COMMAND [ARGS...]",
+        description="Run COMMAND so that its HTTP(S) requests pass a rule-checking, logging proxy.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    rules = p.add_argument_group("rules (at most one; none denies everything)")
+    rules.add_argument("--js", metavar="CODE", help="JavaScript rule; `r` is the request, the last expression the verdict")
+    rules.add_argument("--js-file", metavar="FILE", type=Path, help="JavaScript rule from FILE, re-read when it changes")
+    p.add_argument("--request-log", metavar="FILE", type=Path, help="append `<time> <+|-> <METHOD> <URL>` per request")
+    p.add_argument("--audit-log", metavar="FILE", type=Path, help="append one JSON object per request (JSON lines)")
+    p.add_argument("--weak", action="store_true", help="jail through proxy environment variables only")
+    p.add_argument("--server", action="store_true", help="run only the proxy (127.0.0.1:8080 HTTP, :8443 HTTPS)")
+    p.add_argument("--test", nargs="+", metavar="[METHOD] URL", help="evaluate the rule for one request; exit 0 allow, 1 deny")
+    p.add_argument("--docker-run", action="store_true", help="run a Docker container in the jail (not yet available)")
+    p.add_argument("--timeout", metavar="SECS", type=float, help="stop COMMAND (and its process group) after SECS; exit 124")
+    p.add_argument("--resolve", metavar="HOST:PORT:ADDR", action="append", default=[],
+                   help="connect to ADDR for HOST:PORT instead of resolving HOST (repeatable)")
+    p.add_argument("--upstream-ca", metavar="FILE", type=Path, action="append", default=[],
+                   help="also trust this CA for upstream TLS, besides the system store (repeatable)")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more detail on stderr (-v decisions, -vvv proxy internals)")
+    p.add_argument("--version", action="version", version=f"httpjail-py {__version__}")
+    p.add_argument("command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    return p
+
+
+def _env_bind(name: str, default: Bind) -> Bind:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    try:
+        return parse_bind(value, default)
+    except ValueError as e:
+        raise ConfigError(f"{name}={value!r}: {e}") from None
+
+
+def _check_upstream_ca(path: Path) -> None:
+    from cryptography import x509
+
+    try:
+        x509.load_pem_x509_certificates(path.read_bytes())
+    except OSError as e:
+        raise ConfigError(f"--upstream-ca {path}: cannot read it: {e.strerror}") from None
+    except ValueError:
+        raise ConfigError(f"--upstream-ca {path}: no PEM certificate in it") from None
+
+
+def parse_config(argv: Sequence[str]) -> Config:
+    """Turn the command line into a Config. Raises ConfigError (and SystemExit for --help)."""
+    argv = list(argv)
+    command: list[str] = []
+    if "--" in argv:
+        split = argv.index("--")
+        argv, command = argv[:split], argv[split + 1 :]
+    args = build_parser().parse_args(argv)
+    command = list(args.command) + command
+    if command[:1] == ["--"]:
+        command = command[1:]
+
+    if args.js is not None and args.js_file is not None:
+        raise ConfigError("--js and --js-file cannot be used together: pick one rule")
+    if args.js is not None:
+        rule = RuleSource(kind="js", text=args.js)
+    elif args.js_file is not None:
+        rule = RuleSource(kind="js-file", path=args.js_file)
+    else:
+        rule = RuleSource(kind="deny-all")
+
+    modes = [name for name, on in (("--server", args.server), ("--test", args.test), ("--docker-run", args.docker_run)) if on]
+    if len(modes) > 1:
+        raise ConfigError(f"{' and '.join(modes)} cannot be used together")
+    if args.docker_run:
+        raise ConfigError("--docker-run is not available in this version yet")
+    if args.server and args.timeout is not None:
+        raise ConfigError("--timeout applies to a command; --server runs no command")
+    if args.timeout is not None and args.timeout <= 0:
+        raise ConfigError(f"--timeout {args.timeout:g}: must be a positive number of seconds")
+
+    test_method, test_url = "GET", ""
+    if args.test:
+        if len(args.test) > 2:
+            raise ConfigError(f"--test takes [METHOD] URL, got {' '.join(args.test)!r}")
+        test_method, test_url = parse_test_args(args.test)
+        try:
+            request_from_url(test_method, test_url)
+        except ValueError as e:
+            raise ConfigError(f"--test: {e}") from None
+        mode = RunMode.TEST
+    elif args.server:
+        mode = RunMode.SERVER
+    else:
+        mode = RunMode.RUN
+        if not command:
+            raise ConfigError("no command given: use httpjail [OPTIONS] -- COMMAND [ARGS...], or --server / --test")
+    if command and mode is not RunMode.RUN:
+        raise ConfigError(f"{modes[0]} runs no command, but one was given: {' '.join(command)!r}")
+
+    resolve: dict[tuple[str, int], str] = {}
+    for value in args.resolve:
+        try:
+            key, addr = parse_resolve(value)
+        except ValueError as e:
+            raise ConfigError(f"--resolve {value!r}: {e}") from None
+        resolve[key] = addr
+    for path in args.upstream_ca:
+        _check_upstream_ca(path)
+
+    server = mode is RunMode.SERVER
+    return Config(
+        mode=mode,
+        rule=rule,
+        command=tuple(command),
+        weak=args.weak,
+        test_method=test_method,
+        test_url=test_url,
+        request_log=args.request_log,
+        audit_log=args.audit_log,
+        timeout=args.timeout,
+        verbosity=args.verbose,
+        http_bind=_env_bind("HTTPJAIL_HTTP_BIND", SERVER_HTTP if server else EPHEMERAL),
+        https_bind=_env_bind("HTTPJAIL_HTTPS_BIND", SERVER_HTTPS if server else EPHEMERAL),
+        resolve=resolve,
+        upstream_cas=tuple(args.upstream_ca),
+        verify_upstream=os.environ.get("HTTPJAIL_DANGER_DISABLE_CERT_VALIDATION", "") not in ("1", "true", "yes"),
+    )
+
+
+def setup_logging(verbosity: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("httpjail: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    ours = logging.INFO if verbosity >= 1 else logging.WARNING
+    logging.getLogger("httpjail").setLevel(logging.DEBUG if verbosity >= 2 else ours)
+    # mitmproxy's own chatter (client disconnects, TLS handshakes) is internal detail.
+    mitm = {0: logging.CRITICAL, 1: logging.ERROR, 2: logging.WARNING}.get(verbosity, logging.DEBUG)
+    logging.getLogger("mitmproxy").setLevel(mitm)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from httpjail_py import app
+
+    try:
+        config = parse_config(sys.argv[1:] if argv is None else argv)
+        setup_logging(config.verbosity)
+        return asyncio.run(app.run(config))
+    except HttpjailError as e:
+        print(f"httpjail: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,119 @@
+"""The run's configuration: one frozen `Config`, built by the CLI, read by everything else.
+
+The `parse_*` functions are pure and raise `ValueError`; the CLI turns that into a
+`ConfigError` naming the flag and the value.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "Config",
+    "RunMode",
+    "RuleSource",
+    "Bind",
+    "parse_bind",
+    "parse_resolve",
+    "DEFAULT_JS_TIME_LIMIT",
+]
+
+DEFAULT_JS_TIME_LIMIT = 0.1  # seconds of CPU a JS rule may use per request
+
+
+class RunMode(enum.Enum):
+    RUN = "run"  # jail a child command
+    SERVER = "server"  # standalone proxy, no child
+    TEST = "test"  # evaluate the rule against one URL and exit
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RuleSource:
+    """Where the rule comes from. `kind` is `js`, `js-file` or `deny-all` (no rule flag)."""
+
+    kind: str
+    text: str = ""
+    path: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Bind:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    mode: RunMode
+    rule: RuleSource
+    command: tuple[str, ...] = ()
+    weak: bool = False
+    test_method: str = "GET"
+    test_url: str = ""
+    request_log: Path | None = None
+    audit_log: Path | None = None
+    timeout: float | None = None
+    verbosity: int = 0
+    http_bind: Bind = Bind("127.0.0.1", 0)
+    https_bind: Bind = Bind("127.0.0.1", 0)
+    resolve: dict[tuple[str, int], str] = field(default_factory=dict)
+    upstream_cas: tuple[Path, ...] = ()
+    verify_upstream: bool = True
+    js_time_limit: float = DEFAULT_JS_TIME_LIMIT
+
+
+def _parse_port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise ValueError(f"{text!r} is not a port number (0-65535)")
+    return int(text)
+
+
+def _parse_ip(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text.strip("[]")))
+    except ValueError:
+        raise ValueError(f"{text!r} is not an IP address") from None
+
+
+def parse_bind(value: str, default: Bind) -> Bind:
+    """Parse httpjail's bind syntax: `port`, `:port`, `ip:port`, `[v6]:port` or `ip`.
+
+    Returns the bind with missing parts taken from `default`. Raises ValueError.
+    """
+    value = value.strip()
+    if not value:
+        return default
+    if value.isdigit():
+        return Bind(default.host, _parse_port(value))
+    if value.startswith(":"):
+        return Bind(default.host, _parse_port(value[1:]))
+    if value.startswith("["):
+        host, sep, rest = value[1:].partition("]")
+        if not sep:
+            raise ValueError(f"{value!r}: missing ']'")
+        port = _parse_port(rest[1:]) if rest.startswith(":") else default.port
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"{value!r}: expected ':port' after ']'")
+        return Bind(_parse_ip(host), port)
+    if value.count(":") == 1:
+        host, port_text = value.split(":")
+        return Bind(_parse_ip(host), _parse_port(port_text))
+    return Bind(_parse_ip(value), default.port)
+
+
+def parse_resolve(value: str) -> tuple[tuple[str, int], str]:
+    """Parse curl's `HOST:PORT:ADDR` (ADDR may be a bracketed IPv6 address).
+
+    Returns ((host, port), addr). Raises ValueError.
+    """
+    parts = value.split(":", 2)
+    if len(parts) != 3 or not parts[0]:
+        raise ValueError(f"{value!r} is not HOST:PORT:ADDR")
+    host, port_text, addr = parts
+    return (host.lower().rstrip("."), _parse_port(port_text)), _parse_ip(addr)

@@ -1,0 +1,70 @@
+"""One parser for what a rule returns, shared by every engine so they agree.
+
+Accepted (as in httpjail): `true`, `false`, `{allow: bool}`, `{deny_message: str}`,
+`{allow: false, deny_message: str}`, `{allow: {max_tx_bytes: N}}`.
+Unlike httpjail, anything else denies, including `{}` and typos such as `{allwo: true}`,
+which httpjail allows (failing open).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from httpjail_py.engines.base import Decision
+
+__all__ = ["parse_result"]
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null/undefined"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int | float):
+        return f"number {value!r}"
+    if isinstance(value, str):
+        return f"string {value[:60]!r}"
+    if isinstance(value, list):
+        return "an array"
+    return type(value).__name__
+
+
+def parse_result(value: Any) -> Decision:
+    """Turn a rule's result (already decoded to Python values) into a Decision."""
+    if value is True:
+        return Decision.allow()
+    if value is False:
+        return Decision.deny()
+    if not isinstance(value, dict):
+        return Decision.error(
+            f"rule returned {_describe(value)}; expected true, false or an object "
+            "with 'allow' or 'deny_message'"
+        )
+    message = value.get("deny_message")
+    if "deny_message" in value and not isinstance(message, str):
+        return Decision.error(f"rule result 'deny_message' is {_describe(message)}, not a string")
+    if "allow" not in value:
+        if message is not None:
+            return Decision.deny(message)
+        keys = ", ".join(sorted(map(str, value))) or "none"
+        return Decision.error(
+            f"rule result object has neither 'allow' nor 'deny_message' (keys: {keys})"
+        )
+    allow = value["allow"]
+    if allow is False:
+        return Decision.deny(message)
+    if message is not None:
+        return Decision.error("rule result allows and gives a 'deny_message'; refusing to guess")
+    if allow is True:
+        return Decision.allow()
+    if isinstance(allow, dict):
+        limit = allow.get("max_tx_bytes")
+        extra = set(allow) - {"max_tx_bytes"}
+        if extra or isinstance(limit, bool) or not isinstance(limit, int | float):
+            return Decision.error(
+                "rule result 'allow' object must be {max_tx_bytes: N} with N a whole number"
+            )
+        if limit < 0 or limit != int(limit):
+            return Decision.error(f"max_tx_bytes must be a whole number >= 0, got {limit!r}")
+        return Decision.allow(max_tx_bytes=int(limit))
+    return Decision.error(f"rule result 'allow' is {_describe(allow)}; expected true, false or {{max_tx_bytes: N}}")

@@ -1,0 +1,126 @@
+"""Run the jailed command: its own process group, the terminal handed to it, signals
+forwarded, a timeout enforced, and its exit status mapped as httpjail does.
+
+Exit status: the child's own; 128+N when a signal N killed it; 124 on `--timeout`;
+127 when the command does not exist, 126 when it cannot be executed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+
+__all__ = ["run_child", "TIMEOUT_EXIT", "KILL_GRACE_SECONDS"]
+
+log = logging.getLogger("httpjail")
+
+TIMEOUT_EXIT = 124
+KILL_GRACE_SECONDS = 3.0
+_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
+def _terminal_fd() -> int | None:
+    """stdin's fd when it is a terminal whose foreground group is ours, else None."""
+    try:
+        if os.isatty(0) and os.tcgetpgrp(0) == os.getpgrp():
+            return 0
+    except OSError:
+        pass
+    return None
+
+
+def _give_terminal(fd: int, pgid: int) -> None:
+    # tcsetpgrp from a background group raises SIGTTOU; we are not one at that moment,
+    # but the child is, until the call succeeds.
+    old = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    try:
+        os.tcsetpgrp(fd, pgid)
+    except OSError:
+        pass
+    finally:
+        signal.signal(signal.SIGTTOU, old)
+
+
+def _child_setup(tty: int | None) -> None:
+    """Runs in the child between fork and exec: own process group, the terminal if any."""
+    os.setpgid(0, 0)
+    if tty is not None:
+        _give_terminal(tty, os.getpgrp())
+    for sig in _FORWARDED:
+        signal.signal(sig, signal.SIG_DFL)
+
+
+def _killpg(pgid: int, sig: int) -> bool:
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+async def _stop_group(pgid: int, proc: asyncio.subprocess.Process, first: int) -> None:
+    """Send `first` to the group, then SIGKILL whatever is left after a grace period."""
+    _killpg(pgid, first)
+    try:
+        await asyncio.wait_for(proc.wait(), KILL_GRACE_SECONDS)
+    except TimeoutError:
+        pass
+    _killpg(pgid, signal.SIGKILL)
+
+
+def exit_status(returncode: int) -> int:
+    return 128 - returncode if returncode < 0 else returncode
+
+
+async def run_child(argv: Sequence[str], env: Mapping[str, str], *, timeout: float | None = None) -> int:
+    """Run `argv` to completion and return httpjail's exit status for it."""
+    tty = _terminal_fd()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, env=dict(env), preexec_fn=lambda: _child_setup(tty)
+        )
+    except FileNotFoundError:
+        print(f"httpjail: command not found: {argv[0]}", file=sys.stderr)
+        return 127
+    except PermissionError as e:
+        print(f"httpjail: cannot execute {argv[0]}: {e.strerror}", file=sys.stderr)
+        return 126
+    pgid = proc.pid
+    loop = asyncio.get_running_loop()
+    stopping: list[asyncio.Task[None]] = []
+
+    def forward(sig: int) -> None:
+        log.info("received %s; passing it to the command", signal.Signals(sig).name)
+        if not stopping:
+            stopping.append(loop.create_task(_stop_group(pgid, proc, sig)))
+        else:
+            _killpg(pgid, sig)
+
+    for sig in _FORWARDED:
+        loop.add_signal_handler(sig, forward, sig)
+    try:
+        try:
+            returncode = await asyncio.wait_for(proc.wait(), timeout)
+        except TimeoutError:
+            print(f"httpjail: --timeout of {timeout:g} s reached; stopping the command", file=sys.stderr)
+            await _stop_group(pgid, proc, signal.SIGTERM)
+            await proc.wait()
+            return TIMEOUT_EXIT
+        return exit_status(returncode)
+    finally:
+        for sig in _FORWARDED:
+            loop.remove_signal_handler(sig)
+        for task in stopping:
+            task.cancel()
+        # Whatever the command left running in its group would outlive its jail.
+        if _killpg(pgid, signal.SIGTERM):
+            await asyncio.sleep(0.2)
+            _killpg(pgid, signal.SIGKILL)
+        if tty is not None:
+            with contextlib.suppress(OSError):
+                _give_terminal(tty, os.getpgrp())

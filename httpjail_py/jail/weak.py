@@ -1,0 +1,46 @@
+"""Weak mode: the child is only told, through environment variables, to use the proxy.
+
+Nothing stops a program that ignores HTTP_PROXY; that is what the strong jail is for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from httpjail_py.ca import CaFiles
+from httpjail_py.config import Bind
+from httpjail_py.jail.base import Jail
+from httpjail_py.jail.child import run_child
+
+__all__ = ["WeakJail", "proxy_env"]
+
+# Variables that would let some hosts bypass the proxy.
+_BYPASS_VARS = ("NO_PROXY", "no_proxy")
+
+
+def proxy_env(http_proxy: Bind, https_proxy: Bind) -> dict[str, str]:
+    http_url, https_url = f"http://{http_proxy}", f"http://{https_proxy}"
+    return {
+        "HTTP_PROXY": http_url,
+        "http_proxy": http_url,
+        "HTTPS_PROXY": https_url,
+        "https_proxy": https_url,
+        "ALL_PROXY": http_url,
+        "all_proxy": http_url,
+    }
+
+
+class WeakJail(Jail):
+    name = "weak"
+
+    def listen(self) -> list[Bind]:
+        return [self.config.http_bind, self.config.https_bind]
+
+    def child_env(self, env: Mapping[str, str], ca: CaFiles, proxy: Sequence[Bind]) -> dict[str, str]:
+        out = {k: v for k, v in env.items() if k not in _BYPASS_VARS}
+        out.update(ca.child_env())
+        out.update(proxy_env(proxy[0], proxy[1]))
+        return out
+
+    async def run(self, argv: Sequence[str], env: Mapping[str, str]) -> int:
+        return await run_child(argv, env, timeout=self.config.timeout)

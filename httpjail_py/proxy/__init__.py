@@ -1,0 +1,1 @@
+"""The embedded mitmproxy. Nothing outside this package imports mitmproxy."""

@@ -1,0 +1,295 @@
+"""The mitmproxy addon: the one place that turns flows into `RequestInfo` and applies
+`Decision`s.
+
+Order of events for a request (all on mitmproxy's event loop):
+
+    requestheaders  checks (loop, Host/SNI agreement), then the rule; deny sets our 403,
+                    allow streams the body upstream through a byte counter
+    server_connect  the last gate before any outbound socket: only a (host, port) that a
+                    rule allowed for this client connection may be dialled
+    responseheaders the response streams back (SSE, large downloads) through a counter
+    response/error  one audit record
+
+Anything that is not HTTP (raw TCP inside a tunnel, UDP) is refused and logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from mitmproxy import ctx, http, tcp, udp
+from mitmproxy.connection import Client
+from mitmproxy.net.http import url as mitm_url
+from mitmproxy.proxy import server_hooks
+
+from httpjail_py.audit import AuditRecord
+from httpjail_py.engines.base import Decision, Reason, RequestInfo, RuleEngine
+from httpjail_py.logfiles import utc_timestamp
+from httpjail_py.proxy.flowstate import FlowState, request_head_size
+from httpjail_py.recorder import Recorder
+
+if TYPE_CHECKING:
+    from mitmproxy.addons.proxyserver import Proxyserver
+
+__all__ = ["JailAddon", "BLOCKED_MESSAGE", "LOOP_HEADER"]
+
+log = logging.getLogger("httpjail.proxy")
+
+BLOCKED_MESSAGE = "Request blocked by httpjail"
+LOOP_HEADER = "Httpjail-Loop-Prevention"
+_STATE = "httpjail"
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
+def _normal_host(host: str) -> str:
+    return host.lower().rstrip(".").strip("[]")
+
+
+def blocked_response(decision: Decision, status: int = 403) -> http.Response:
+    """Our refusal: text/plain, `Request blocked by httpjail` and a line saying why."""
+    reason_line = decision.message or "denied by rule"
+    return http.Response.make(
+        status,
+        f"{BLOCKED_MESSAGE}\n{reason_line}\n",
+        {
+            "Content-Type": "text/plain; charset=utf-8",
+            "HTTPJAIL": "true",
+            "X-Httpjail-Reason": str(decision.reason),
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+class JailAddon:
+    def __init__(self, engine: RuleEngine, recorder: Recorder, *, jail_id: str = "") -> None:
+        self.engine = engine
+        self.recorder = recorder
+        self.jail_id = jail_id
+        # Each proxy instance stamps outgoing requests with its own nonce; seeing it come
+        # back means the request looped through us (httpjail issue #84).
+        self.loop_nonce = secrets.token_hex(8)
+        self._allowed_targets: dict[str, set[tuple[str, int]]] = {}
+        self._tunnelled: set[str] = set()
+        self.started: asyncio.Event = asyncio.Event()
+
+    def running(self) -> None:
+        """mitmproxy's hook: the listeners are set up (or failed to be)."""
+        self.started.set()
+
+    # --- HTTP ----------------------------------------------------------------------
+
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        # A CONNECT only opens a tunnel (no upstream connection: connection_strategy is
+        # lazy); every request inside it is evaluated. A CONNECT inside a tunnel would
+        # open a tunnel we no longer see the target of, so it is refused.
+        client = flow.client_conn
+        if client.id in self._tunnelled:
+            self._refuse(flow, "CONNECT inside a CONNECT tunnel is not allowed", Reason.RULE_DENIED)
+        self._tunnelled.add(client.id)
+
+    async def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error or not flow.live:
+            return
+        info = self._request_info(flow)
+        decision = self._precheck(flow, info)
+        engine = "httpjail"
+        if decision is None:
+            engine = self.engine.name
+            try:
+                decision = await self.engine.evaluate(info)
+            except Exception as e:  # the interface says never; if it does, deny and say so
+                log.exception("rule engine %s crashed", engine)
+                decision = Decision.error(f"rule engine crashed: {type(e).__name__}: {e}")
+        request = flow.request
+        head = request_head_size(
+            request.method, request.path, request.http_version, list(request.headers.items(multi=True))
+        )
+        state = FlowState(info, decision, engine, bytes_sent=head)
+        flow.metadata[_STATE] = state
+        if decision.allowed and decision.max_tx_bytes is not None:
+            decision = self._apply_tx_limit(flow, state, head, decision.max_tx_bytes)
+            state.decision = decision
+        self.recorder.decided(info.method, info.url, info.host, decision)
+        if not decision.allowed:
+            status = 413 if decision.reason is Reason.BODY_LIMIT else 403
+            flow.request.stream = False
+            flow.response = blocked_response(decision, status)
+            return
+        self._allowed_targets.setdefault(flow.client_conn.id, set()).add((request.host, request.port))
+        seen = request.headers.get(LOOP_HEADER, "")
+        request.headers[LOOP_HEADER] = f"{seen}, {self.loop_nonce}" if seen else self.loop_nonce
+        request.stream = self._upload_counter(flow, state)
+
+    def _precheck(self, flow: http.HTTPFlow, info: RequestInfo) -> Decision | None:
+        """Refusals that no rule can override. None when the request may go to the rule."""
+        request = flow.request
+        if self.loop_nonce in request.headers.get(LOOP_HEADER, ""):
+            return Decision.deny("request loop: this request came back to the same httpjail proxy", Reason.LOOP)
+        host_header = request.host_header
+        if host_header:
+            try:
+                h_host, h_port = mitm_url.parse_authority(host_header, check=True)
+            except ValueError:
+                return Decision.deny(f"malformed Host header {host_header!r}", Reason.HOST_MISMATCH)
+            h_port = h_port or _DEFAULT_PORTS.get(request.scheme, request.port)
+            if (_normal_host(h_host), h_port) != (_normal_host(request.host), request.port):
+                return Decision.deny(
+                    f"Host header {host_header!r} does not match the request target "
+                    f"{info.host}:{info.port}",
+                    Reason.HOST_MISMATCH,
+                )
+        sni = flow.client_conn.sni
+        if sni and _normal_host(sni) != _normal_host(request.host):
+            return Decision.deny(
+                f"TLS SNI {sni!r} does not match the request target {info.host}", Reason.HOST_MISMATCH
+            )
+        return None
+
+    def _request_info(self, flow: http.HTTPFlow) -> RequestInfo:
+        request = flow.request
+        path, _, query = request.path.partition("?")
+        return RequestInfo(
+            method=request.method,
+            scheme=request.scheme,
+            host=_normal_host(request.host),
+            port=request.port,
+            path=path or "/",
+            query=query,
+            headers={k.lower(): v for k, v in request.headers.items()},
+            requester_ip=flow.client_conn.peername[0] if flow.client_conn.peername else "",
+            jail=self.jail_id,
+        )
+
+    def _apply_tx_limit(self, flow: http.HTTPFlow, state: FlowState, head: int, limit: int) -> Decision:
+        """Refuse up front when Content-Length already says the request is too big."""
+        length = flow.request.headers.get("content-length")
+        total = head + int(length) if length and length.isdigit() else head
+        if total > limit:
+            return Decision.deny(
+                f"request of {total} bytes exceeds the rule's max_tx_bytes of {limit}",
+                Reason.BODY_LIMIT,
+            )
+        return state.decision
+
+    def _upload_counter(self, flow: http.HTTPFlow, state: FlowState) -> Callable[[bytes], bytes]:
+        limit = state.decision.max_tx_bytes
+
+        def count(chunk: bytes) -> bytes:
+            if state.cut:
+                return b""
+            state.bytes_sent += len(chunk)
+            if limit is not None and state.bytes_sent > limit:
+                state.cut = (
+                    f"upload cut after {state.bytes_sent - len(chunk)} bytes: "
+                    f"over the rule's max_tx_bytes of {limit}"
+                )
+                log.warning("%s %s: %s", state.info.method, state.info.url, state.cut)
+                asyncio.get_running_loop().call_soon(self._abort, flow)
+                return b""
+            return chunk
+
+        return count
+
+    def _abort(self, flow: http.HTTPFlow) -> None:
+        """Close the client and server connections of `flow` at once (no clean end)."""
+        proxyserver: Proxyserver | None = ctx.master.addons.get("proxyserver")
+        handler = proxyserver.connections.get(flow.client_conn.id) if proxyserver else None
+        if handler is None:
+            return
+        for conn in (flow.server_conn, flow.client_conn):
+            if conn in handler.transports:
+                handler.close_connection(conn)
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        state: FlowState | None = flow.metadata.get(_STATE)
+        if state is None or not state.decision.allowed or flow.response is None:
+            return
+
+        def count(chunk: bytes) -> bytes:
+            state.bytes_received += len(chunk)
+            return chunk
+
+        state.bytes_received += len(bytes(flow.response.headers))
+        flow.response.stream = count
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._audit(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        state: FlowState | None = flow.metadata.get(_STATE)
+        if state is not None and state.decision.allowed and flow.response is None and not state.cut:
+            log.info("%s %s: upstream failed: %s", state.info.method, state.info.url, flow.error)
+        self._audit(flow)
+
+    def _audit(self, flow: http.HTTPFlow) -> None:
+        state: FlowState | None = flow.metadata.get(_STATE)
+        if state is None or state.audited:
+            return
+        state.audited = True
+        decision = state.decision
+        reason, message = str(decision.reason), decision.message
+        status = flow.response.status_code if flow.response else None
+        if state.cut:
+            reason, message = str(Reason.BODY_LIMIT), state.cut
+        elif decision.allowed and flow.error and flow.response is None:
+            reason, message, status = str(Reason.UPSTREAM_ERROR), flow.error.msg, 502
+        if not decision.allowed and flow.response is not None:
+            state.bytes_received = len(flow.response.raw_content or b"")
+        info = state.info
+        peer = flow.client_conn.peername
+        self.recorder.finished(
+            AuditRecord(
+                time=utc_timestamp(datetime.datetime.fromtimestamp(state.started_wall, datetime.UTC)),
+                jail=self.jail_id,
+                client=f"{peer[0]}:{peer[1]}" if peer else "",
+                method=info.method,
+                url=info.url,
+                host=info.host,
+                port=info.port,
+                decision=decision.action.value if not state.cut else "deny",
+                reason=reason,
+                message=message,
+                engine=state.engine,
+                status=status,
+                bytes_sent=state.bytes_sent,
+                bytes_received=state.bytes_received,
+                duration_ms=round((time.monotonic() - state.started) * 1000, 3),
+            )
+        )
+
+    # --- the last gate, and everything that is not HTTP -------------------------------
+
+    def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
+        address = data.server.address
+        allowed = self._allowed_targets.get(data.client.id, set())
+        if address is None or (address[0], address[1]) not in allowed:
+            data.server.error = f"httpjail: no rule allowed a connection to {address}"
+            log.warning("refused an upstream connection to %s that no rule allowed", address)
+
+    def tcp_start(self, flow: tcp.TCPFlow) -> None:
+        self._refuse_stream(flow, "TCP")
+
+    def udp_start(self, flow: udp.UDPFlow) -> None:
+        self._refuse_stream(flow, "UDP")
+
+    def _refuse_stream(self, flow: tcp.TCPFlow | udp.UDPFlow, kind: str) -> None:
+        address = flow.server_conn.address
+        target = f"{address[0]}:{address[1]}" if address else "unknown"
+        decision = Decision.deny(f"{kind} that is not HTTP is not allowed", Reason.NOT_HTTP)
+        self.recorder.decided(kind, target, address[0] if address else "unknown", decision)
+        flow.kill()
+
+    def _refuse(self, flow: http.HTTPFlow, message: str, reason: Reason) -> None:
+        decision = Decision.deny(message, reason)
+        self.recorder.decided(flow.request.method, flow.request.pretty_url, flow.request.host, decision)
+        flow.response = blocked_response(decision)
+
+    def client_disconnected(self, client: Client) -> None:
+        self._allowed_targets.pop(client.id, None)
+        self._tunnelled.discard(client.id)

@@ -1,0 +1,116 @@
+"""Start and stop mitmproxy in-process, on the caller's event loop, with our addon first.
+
+Only the addons a filtering proxy needs are loaded (faster start, less memory). The
+`DnsResolver` addon is left out on purpose: it would resolve names for real before our
+hooks run. `connection_strategy` is `lazy`: with `eager`, a CONNECT (and later the
+transparent mode) dials the destination before any rule has run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from mitmproxy import options
+from mitmproxy.addons import core, disable_h2c, next_layer, proxyserver, tlsconfig
+from mitmproxy.master import Master
+
+from httpjail_py.config import Bind
+from httpjail_py.errors import JailSetupError
+from httpjail_py.proxy.addon import JailAddon
+from httpjail_py.proxy.resolver import install_resolver
+
+__all__ = ["EmbeddedProxy"]
+
+log = logging.getLogger("httpjail.proxy")
+
+
+class EmbeddedProxy:
+    """One mitmproxy instance serving `regular` (forward proxy) listeners.
+
+    Usage: `binds = await proxy.start()` ... `await proxy.stop()`.
+    """
+
+    def __init__(
+        self,
+        addon: JailAddon,
+        *,
+        listen: Sequence[Bind],
+        confdir: Path,
+        upstream_trust: Path | None,
+        verify_upstream: bool = True,
+        resolve: Mapping[tuple[str, int], str] | None = None,
+    ) -> None:
+        self._addon = addon
+        self._listen = list(listen)
+        self._confdir = confdir
+        self._upstream_trust = upstream_trust
+        self._verify_upstream = verify_upstream
+        self._resolve = dict(resolve or {})
+        self._master: Master | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> list[Bind]:
+        """Start listening. Returns the bound addresses, in the order of `listen`.
+
+        Raises JailSetupError when a listener cannot be opened (e.g. port in use).
+        """
+        loop = asyncio.get_running_loop()
+        install_resolver(loop, self._resolve)
+        opts = options.Options()
+        master = Master(opts, event_loop=loop)
+        self._proxyserver = proxyserver.Proxyserver()
+        master.addons.add(
+            self._addon,
+            core.Core(),
+            disable_h2c.DisableH2C(),
+            self._proxyserver,
+            next_layer.NextLayer(),
+            tlsconfig.TlsConfig(),
+        )
+        # Identical binds (both ports 0 in weak mode) share one listener: mitmproxy
+        # refuses two servers with the same spec.
+        modes = list(dict.fromkeys(f"regular@{b}" for b in self._listen))
+        updates: dict[str, object] = {
+            "mode": modes,
+            "confdir": str(self._confdir),
+            "connection_strategy": "lazy",
+            "ssl_insecure": not self._verify_upstream,
+        }
+        if self._upstream_trust is not None:
+            # Replaces the default store; the caller puts the system CAs in this file too.
+            updates["ssl_verify_upstream_trusted_ca"] = str(self._upstream_trust)
+        opts.update(**updates)
+        self._master = master
+        self._task = loop.create_task(master.run(), name="mitmproxy")
+        started = loop.create_task(self._addon.started.wait())
+        await asyncio.wait([self._task, started], return_when=asyncio.FIRST_COMPLETED)
+        if self._task.done():
+            started.cancel()
+            self._task.result()
+            raise JailSetupError("the proxy stopped while starting")
+        binds: list[Bind] = []
+        for wanted in self._listen:
+            server = self._proxyserver.servers[f"regular@{wanted}"]
+            if not server.is_running:
+                await self.stop()
+                err = server.last_exception
+                hint = ""
+                if isinstance(err, OSError) and err.errno == 98:
+                    hint = " (the port is in use: pick another with HTTPJAIL_HTTP_BIND / HTTPJAIL_HTTPS_BIND)"
+                raise JailSetupError(f"cannot listen on {wanted}: {err}{hint}")
+            host, port = server.listen_addrs[0][:2]
+            binds.append(Bind(host, port))
+        return binds
+
+    async def stop(self) -> None:
+        if self._master is None or self._task is None:
+            return
+        self._master.shutdown()
+        try:
+            await asyncio.wait_for(self._task, timeout=10)
+        except TimeoutError:
+            log.warning("the proxy did not stop within 10 s")
+        self._master = None
