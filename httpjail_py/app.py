@@ -6,13 +6,13 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import sys
 
 from httpjail_py.ca import CaFiles, ensure_ca, system_ca_file
 from httpjail_py.config import Config, RunMode
 from httpjail_py.errors import JailSetupError
 from httpjail_py.jail import select_jail
+from httpjail_py.jail.signals import hold_signals, on_signals, release_signals
 from httpjail_py.proxy.addon import JailAddon
 from httpjail_py.proxy.embedded import EmbeddedProxy
 from httpjail_py.recorder import Recorder
@@ -49,7 +49,59 @@ async def _upstream_trust(config: Config, ca: CaFiles) -> os.PathLike[str] | Non
 
 
 async def run(config: Config) -> int:
-    """Run what `config` asks for. Returns the exit status. Raises HttpjailError."""
+    """Run what `config` asks for. Returns the exit status. Raises HttpjailError.
+
+    Side effect: handles SIGINT, SIGTERM, SIGHUP and SIGQUIT (see `jail.signals`). One
+    that arrives before the command starts ends the run with 128+N. After a normal
+    return, they make the process exit at once with the returned status: the caller is
+    expected to exit with it.
+    """
+    task = asyncio.current_task()
+    assert task is not None
+    received: list[int] = []
+
+    def abort(sig: int) -> None:
+        received.append(sig)
+        hold_signals()
+        task.cancel()
+
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(_loop_exception)
+    on_signals(abort)
+    try:
+        status = await _run(config)
+    except asyncio.CancelledError:
+        if not received:
+            release_signals()
+            raise
+        task.uncancel()
+        status = 128 + received[0]
+    except BaseException:
+        release_signals()
+        raise
+    release_signals(then_exit=status)
+    return status
+
+
+def _print_summary(recorder: Recorder) -> None:
+    if line := recorder.summary():
+        _say(line)
+
+
+def _loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+    """Drop one known bit of noise; hand everything else to asyncio's handler.
+
+    When the proxy stops with a client connected, mitmproxy cancels that connection's
+    task, and asyncio (3.12.1's `start_server` callback calls `task.exception()` on it)
+    then reports a CancelledError "in callback" with a traceback. Nothing went wrong.
+    """
+    if isinstance(context.get("exception"), asyncio.CancelledError):
+        log.debug("ignored at shutdown: %s", context.get("message"))
+        return
+    loop.default_exception_handler(context)
+
+
+async def _run(config: Config) -> int:
     engine = build_engine(config)
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(engine.aclose)
@@ -65,18 +117,26 @@ async def run(config: Config) -> int:
             ) from e
         recorder = Recorder(request_log=config.request_log, audit_log=config.audit_log)
         stack.callback(recorder.close)
-        stack.callback(lambda: (line := recorder.summary()) and _say(line))
+        stack.callback(_print_summary, recorder)
 
         trust = await _upstream_trust(config, ca)
         if trust is not None:
             stack.callback(os.unlink, trust)
         if not config.verify_upstream:
-            _say("WARNING: upstream TLS certificates are NOT verified "
-                 "(HTTPJAIL_DANGER_DISABLE_CERT_VALIDATION is set)")
+            _say(
+                "WARNING: upstream TLS certificates are NOT verified "
+                "(HTTPJAIL_DANGER_DISABLE_CERT_VALIDATION is set)"
+            )
 
         jail = None if config.mode is RunMode.SERVER else select_jail(config)
         addon = JailAddon(engine, recorder, jail_id=f"{jail.name}-{os.getpid()}" if jail else "server")
         listen = jail.listen() if jail else [config.http_bind, config.https_bind]
+        stop = asyncio.Event()
+        if jail is None:
+            # In server mode a signal is a request to stop cleanly (exit 0) from before the
+            # listeners open: a client may connect the moment they do, and a SIGTERM sent
+            # as soon as the port answers must not count as an aborted start.
+            on_signals(lambda sig: stop.set())
         proxy = EmbeddedProxy(
             addon,
             listen=listen,
@@ -90,7 +150,7 @@ async def run(config: Config) -> int:
 
         if jail is None:
             _say(f"proxy listening on {binds[0]} (HTTP) and {binds[1]} (HTTPS); CA: {ca.cert}")
-            return await _serve_until_signalled()
+            return await _serve_until(stop)
 
         stack.push_async_callback(jail.teardown)
         await jail.setup(binds)
@@ -100,15 +160,10 @@ async def run(config: Config) -> int:
     raise AssertionError("unreachable")
 
 
-async def _serve_until_signalled() -> int:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+async def _serve_until(stop: asyncio.Event) -> int:
     try:
         await stop.wait()
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+        hold_signals()
     _say("stopping")
     return 0

@@ -8,6 +8,11 @@ Fields, in order: `time` (UTC, ms, when the request arrived), `jail`, `client`
 the client, or null when none was), `bytes_sent` (request line, headers and body sent
 by the client), `bytes_received` (response headers and body), `duration_ms`.
 
+Things refused before any rule ran get a record too, with `engine` `httpjail`: bytes
+that are not HTTP (`method` `TCP` or `UDP`, `url` `host:port`), a CONNECT inside a
+tunnel (`method` `CONNECT`, `url` `host:port`) and requests mitmproxy refuses as
+invalid HTTP (`status` 400), all with reason `not-http`.
+
 No header or body is ever written, so credentials do not reach this file.
 """
 

@@ -8,6 +8,7 @@ Layout of the store (`$XDG_CONFIG_HOME/httpjail/`, or the invoking user's
     ca-bundle.pem                system CAs followed by ours: what jailed tools trust
     mitmproxy/mitmproxy-ca.pem   key + certificate, mode 0600, mitmproxy's confdir
     mitmproxy/mitmproxy-dhparam.pem
+    certs/                       SSL_CERT_DIR: ours + links to the system CAs, by hash
 
 Generation holds an exclusive `flock` on `.lock`, and every file is written to a temp
 name and renamed, so two jails starting at once end up with one CA and no torn file.
@@ -28,9 +29,30 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from httpjail_py.certdir import system_cert_dir, write_cert_dir
+
 __all__ = ["CaFiles", "generate_ca", "store_dir", "ensure_ca", "system_ca_file", "CA_ENV_VARS"]
 
 CA_VALIDITY = datetime.timedelta(days=3650)
+
+# mitmproxy's own default (`mitmproxy.certs.DEFAULT_DHPARAM`, 4096-bit MODP), copied so
+# that only httpjail_py/proxy imports mitmproxy. We write it under the lock: mitmproxy
+# would write it on first load, non-atomically, racing another jail that reads it.
+_DHPARAM = b"""
+-----BEGIN DH PARAMETERS-----
+MIICCAKCAgEAyT6LzpwVFS3gryIo29J5icvgxCnCebcdSe/NHMkD8dKJf8suFCg3
+O2+dguLakSVif/t6dhImxInJk230HmfC8q93hdcg/j8rLGJYDKu3ik6H//BAHKIv
+j5O9yjU3rXCfmVJQic2Nne39sg3CreAepEts2TvYHhVv3TEAzEqCtOuTjgDv0ntJ
+Gwpj+BJBRQGG9NvprX1YGJ7WOFBP/hWU7d6tgvE6Xa7T/u9QIKpYHMIkcN/l3ZFB
+chZEqVlyrcngtSXCROTPcDOQ6Q8QzhaBJS+Z6rcsd7X+haiQqvoFcmaJ08Ks6LQC
+ZIL2EtYJw8V8z7C0igVEBIADZBI6OTbuuhDwRw//zU1uq52Oc48CIZlGxTYG/Evq
+o9EWAXUYVzWkDSTeBH1r4z/qLPE2cnhtMxbFxuvK53jGB0emy2y1Ei6IhKshJ5qX
+IB/aE7SSHyQ3MDHHkCmQJCsOd4Mo26YX61NZ+n501XjqpCBQ2+DfZCBh8Va2wDyv
+A2Ryg9SUz8j0AXViRNMJgJrr446yro/FuJZwnQcO3WQnXeqSBnURqKjmqkeFP+d8
+6mk2tqJaY507lRNqtGlLnj7f5RNoBFJDCLBNurVgfvq9TCVWKDIFD4vZRjCrnl6I
+rD693XKIHUCWOjMh1if6omGXKHH40QuME2gNa50+YPn1iYDl88uDbbMCAQI=
+-----END DH PARAMETERS-----
+"""
 
 # Variables that common TLS clients read for their trust store; each gets the bundle.
 CA_ENV_VARS = (
@@ -53,11 +75,12 @@ class CaFiles:
     key: Path
     bundle: Path
     mitmproxy_confdir: Path
+    cert_dir: Path
 
     def child_env(self) -> dict[str, str]:
         """The variables a jailed process needs to trust our CA (and the system's)."""
         env = {name: str(self.bundle) for name in CA_ENV_VARS}
-        env["SSL_CERT_DIR"] = str(self.directory)
+        env["SSL_CERT_DIR"] = str(self.cert_dir)
         env["HTTPJAIL_CA_CERT"] = str(self.cert)
         return env
 
@@ -130,11 +153,21 @@ def store_dir() -> Path:
     return base / "httpjail"
 
 
-def system_ca_file() -> Path | None:
-    """The system's CA bundle, or None when there is none to be found."""
+def system_ca_file(*, exclude: Path | None = None) -> Path | None:
+    """The system's CA bundle, or None when there is none to be found.
+
+    Never one of our own bundles: inside a jail (or after a user exported it)
+    `SSL_CERT_FILE` names `ca-bundle.pem`, and building a new bundle from it would add
+    our CA again on every run. `exclude` names one more file to pass over.
+    """
+    ours = store_dir().resolve()
+    skip = exclude.resolve() if exclude else None
     paths = ssl.get_default_verify_paths()
     for candidate in (paths.cafile, paths.openssl_cafile, "/etc/ssl/certs/ca-certificates.crt"):
-        if candidate and Path(candidate).is_file():
+        if not candidate or not Path(candidate).is_file():
+            continue
+        real = Path(candidate).resolve()
+        if real != skip and (real.name != "ca-bundle.pem" or not real.is_relative_to(ours)):
             return Path(candidate)
     try:
         import certifi  # mitmproxy depends on it
@@ -164,7 +197,8 @@ def _chown_tree(paths: list[Path]) -> None:
     if user is None:
         return
     for p in paths:
-        os.chown(p, user.pw_uid, user.pw_gid)
+        # lchown: the cert directory holds links into /etc/ssl/certs, which must stay root's.
+        os.lchown(p, user.pw_uid, user.pw_gid)
 
 
 def ensure_ca(directory: Path | None = None) -> CaFiles:
@@ -173,10 +207,11 @@ def ensure_ca(directory: Path | None = None) -> CaFiles:
     Also (re)writes the trust bundle and mitmproxy's confdir. Blocking file I/O: call it
     before the proxy starts, or in a thread. Raises OSError when the store is not writable.
     """
-    from mitmproxy.certs import DEFAULT_DHPARAM  # the constant mitmproxy would write itself
-
     directory = directory or store_dir()
     confdir = directory / "mitmproxy"
+    # Under sudo these belong to the invoking user, and so does any parent we make
+    # (a root-owned ~/.config would break the user's other programs).
+    created = [p for p in (confdir, *confdir.parents) if not p.exists()]
     confdir.mkdir(parents=True, exist_ok=True, mode=0o700)
     cert_path, key_path = directory / "ca-cert.pem", directory / "ca-key.pem"
     bundle_path = directory / "ca-bundle.pem"
@@ -186,18 +221,23 @@ def ensure_ca(directory: Path | None = None) -> CaFiles:
             key_pem, cert_pem = generate_ca()
             _write_atomic(key_path, key_pem, 0o600)
             _write_atomic(cert_path, cert_pem, 0o644)
+        if key_path.stat().st_mode & 0o077:  # e.g. copied in by hand
+            os.chmod(key_path, 0o600)
         key_pem, cert_pem = key_path.read_bytes(), cert_path.read_bytes()
         _write_atomic(confdir / "mitmproxy-ca.pem", key_pem + cert_pem, 0o600)
         dhparam = confdir / "mitmproxy-dhparam.pem"
         if not dhparam.is_file():
-            _write_atomic(dhparam, DEFAULT_DHPARAM, 0o644)
-        system = system_ca_file()
+            _write_atomic(dhparam, _DHPARAM, 0o644)
+        system = system_ca_file(exclude=bundle_path)
         system_pem = system.read_bytes() if system else b""
         if system_pem and not system_pem.endswith(b"\n"):
             system_pem += b"\n"
         _write_atomic(bundle_path, system_pem + cert_pem, 0o644)
+        cert_dir = write_cert_dir(directory / "certs", cert_pem, system_cert_dir())
         _chown_tree(
-            [directory, confdir, cert_path, key_path, bundle_path]
+            sorted({*created, directory, confdir})
+            + [directory / ".lock", cert_path, key_path, bundle_path, cert_dir]
             + sorted(confdir.iterdir())
+            + sorted(cert_dir.iterdir())
         )
-    return CaFiles(directory, cert_path, key_path, bundle_path, confdir)
+    return CaFiles(directory, cert_path, key_path, bundle_path, confdir, cert_dir)

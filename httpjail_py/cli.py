@@ -41,20 +41,29 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     rules = p.add_argument_group("rules (at most one; none denies everything)")
-    rules.add_argument("--js", metavar="CODE", help="JavaScript rule; `r` is the request, the last expression the verdict")
-    rules.add_argument("--js-file", metavar="FILE", type=Path, help="JavaScript rule from FILE, re-read when it changes")
-    p.add_argument("--request-log", metavar="FILE", type=Path, help="append `<time> <+|-> <METHOD> <URL>` per request")
-    p.add_argument("--audit-log", metavar="FILE", type=Path, help="append one JSON object per request (JSON lines)")
+    rules.add_argument("--js", metavar="CODE",
+                       help="JavaScript rule; `r` is the request, the last expression the verdict")
+    rules.add_argument("--js-file", metavar="FILE", type=Path,
+                       help="JavaScript rule from FILE, re-read when it changes")
+    p.add_argument("--request-log", metavar="FILE", type=Path,
+                   help="append `<time> <+|-> <METHOD> <URL>` per request")
+    p.add_argument("--audit-log", metavar="FILE", type=Path,
+                   help="append one JSON object per request (JSON lines)")
     p.add_argument("--weak", action="store_true", help="jail through proxy environment variables only")
-    p.add_argument("--server", action="store_true", help="run only the proxy (127.0.0.1:8080 HTTP, :8443 HTTPS)")
-    p.add_argument("--test", nargs="+", metavar="[METHOD] URL", help="evaluate the rule for one request; exit 0 allow, 1 deny")
-    p.add_argument("--docker-run", action="store_true", help="run a Docker container in the jail (not yet available)")
-    p.add_argument("--timeout", metavar="SECS", type=float, help="stop COMMAND (and its process group) after SECS; exit 124")
+    p.add_argument("--server", action="store_true",
+                   help="run only the proxy (127.0.0.1:8080 HTTP, :8443 HTTPS)")
+    p.add_argument("--test", nargs="+", metavar="[METHOD] URL",
+                   help="evaluate the rule for one request; exit 0 allow, 1 deny")
+    p.add_argument("--docker-run", action="store_true",
+                   help="run a Docker container in the jail (not yet available)")
+    p.add_argument("--timeout", metavar="SECS", type=float,
+                   help="stop COMMAND (and its process group) after SECS; exit 124")
     p.add_argument("--resolve", metavar="HOST:PORT:ADDR", action="append", default=[],
                    help="connect to ADDR for HOST:PORT instead of resolving HOST (repeatable)")
     p.add_argument("--upstream-ca", metavar="FILE", type=Path, action="append", default=[],
                    help="also trust this CA for upstream TLS, besides the system store (repeatable)")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more detail on stderr (-v decisions, -vvv proxy internals)")
+    p.add_argument("-v", "--verbose", action="count", default=0,
+                   help="more detail on stderr (-v decisions, -vvv proxy internals)")
     p.add_argument("--version", action="version", version=f"httpjail-py {__version__}")
     p.add_argument("command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return p
@@ -84,14 +93,16 @@ def _check_upstream_ca(path: Path) -> None:
 def parse_config(argv: Sequence[str]) -> Config:
     """Turn the command line into a Config. Raises ConfigError (and SystemExit for --help)."""
     argv = list(argv)
-    command: list[str] = []
+    rest: list[str] | None = None
     if "--" in argv:
         split = argv.index("--")
-        argv, command = argv[:split], argv[split + 1 :]
+        argv, rest = argv[:split], argv[split + 1 :]
     args = build_parser().parse_args(argv)
-    command = list(args.command) + command
-    if command[:1] == ["--"]:
-        command = command[1:]
+    command = list(args.command)
+    if rest is not None:
+        # `httpjail --js ... ls -- -la`: the command began before the first `--`, so
+        # that `--` is one of its own arguments.
+        command += ["--", *rest] if command else rest
 
     if args.js is not None and args.js_file is not None:
         raise ConfigError("--js and --js-file cannot be used together: pick one rule")
@@ -102,7 +113,8 @@ def parse_config(argv: Sequence[str]) -> Config:
     else:
         rule = RuleSource(kind="deny-all")
 
-    modes = [name for name, on in (("--server", args.server), ("--test", args.test), ("--docker-run", args.docker_run)) if on]
+    flags = (("--server", args.server), ("--test", args.test), ("--docker-run", args.docker_run))
+    modes = [name for name, on in flags if on]
     if len(modes) > 1:
         raise ConfigError(f"{' and '.join(modes)} cannot be used together")
     if args.docker_run:
@@ -127,7 +139,9 @@ def parse_config(argv: Sequence[str]) -> Config:
     else:
         mode = RunMode.RUN
         if not command:
-            raise ConfigError("no command given: use httpjail [OPTIONS] -- COMMAND [ARGS...], or --server / --test")
+            raise ConfigError(
+                "no command given: use httpjail [OPTIONS] -- COMMAND [ARGS...], or --server / --test"
+            )
     if command and mode is not RunMode.RUN:
         raise ConfigError(f"{modes[0]} runs no command, but one was given: {' '.join(command)!r}")
 
@@ -157,7 +171,8 @@ def parse_config(argv: Sequence[str]) -> Config:
         https_bind=_env_bind("HTTPJAIL_HTTPS_BIND", SERVER_HTTPS if server else EPHEMERAL),
         resolve=resolve,
         upstream_cas=tuple(args.upstream_ca),
-        verify_upstream=os.environ.get("HTTPJAIL_DANGER_DISABLE_CERT_VALIDATION", "") not in ("1", "true", "yes"),
+        verify_upstream=os.environ.get("HTTPJAIL_DANGER_DISABLE_CERT_VALIDATION", "")
+        not in ("1", "true", "yes"),
     )
 
 
@@ -175,9 +190,11 @@ def setup_logging(verbosity: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from httpjail_py import app
-
     try:
+        # Imported here, inside the try: loading mitmproxy takes a moment, and a Ctrl-C
+        # during it must end quietly like any other.
+        from httpjail_py import app
+
         config = parse_config(sys.argv[1:] if argv is None else argv)
         setup_logging(config.verbosity)
         return asyncio.run(app.run(config))

@@ -68,8 +68,13 @@ class Config:
     js_time_limit: float = DEFAULT_JS_TIME_LIMIT
 
 
+def _is_number(text: str) -> bool:
+    # str.isdigit() also accepts "²" (int() then fails) and other scripts' digits.
+    return text.isascii() and text.isdigit()
+
+
 def _parse_port(text: str) -> int:
-    if not text.isdigit() or not 0 <= int(text) <= 65535:
+    if not _is_number(text) or not 0 <= int(text) <= 65535:
         raise ValueError(f"{text!r} is not a port number (0-65535)")
     return int(text)
 
@@ -89,9 +94,9 @@ def parse_bind(value: str, default: Bind) -> Bind:
     value = value.strip()
     if not value:
         return default
-    if value.isdigit():
+    if _is_number(value):
         return Bind(default.host, _parse_port(value))
-    if value.startswith(":"):
+    if value.startswith(":") and value.count(":") == 1:  # not "::1", a bare IPv6 address
         return Bind(default.host, _parse_port(value[1:]))
     if value.startswith("["):
         host, sep, rest = value[1:].partition("]")

@@ -9,6 +9,8 @@ Endpoints (any host name in `NAMES`):
     /bytes/N        N bytes of b"x", streamed in 64 KiB chunks with a Content-Length
     /sse            text/event-stream: `data: first`, a 1.5 s pause, `data: second`, end
     /ws             WebSocket echo (text and binary)
+    /upgrade        `Upgrade: raw-echo`: answers 101, then echoes raw bytes; records a
+                    `RAW` entry in `seen` whose body_len counts the raw bytes as they arrive
     /git/REPO...    git smart HTTP (`git http-backend`) over the repositories in git_root
     /simple/...     a PEP 503 package index serving one wheel, `tinypkg` 1.0
 """
@@ -27,6 +29,7 @@ import socket
 import ssl
 import struct
 import subprocess
+import sys
 import threading
 import time
 import zipfile
@@ -101,7 +104,9 @@ def make_wheel(directory: Path) -> Path:
     files = {
         "tinypkg/__init__.py": b"VALUE = 42\n",
         "tinypkg-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: tinypkg\nVersion: 1.0\n",
-        "tinypkg-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        "tinypkg-1.0.dist-info/WHEEL": (
+            b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        ),
     }
     record = []
     for path, data in files.items():
@@ -178,20 +183,38 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     # --- plumbing -------------------------------------------------------------------
 
     def _read_body(self) -> bytes:
+        """The whole body. Raises ConnectionError when the peer stops before its end, so
+        an incomplete request is never recorded (as a real server would not act on it)."""
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             out = io.BytesIO()
             while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                line = self.rfile.readline()
+                if not line.endswith(b"\n"):
+                    raise ConnectionError("chunked body ended before its last chunk")
+                size = int(line.split(b";")[0].strip(), 16)
                 if size == 0:
-                    while self.rfile.readline().strip():
+                    while (trailer := self.rfile.readline()).strip():
                         pass
+                    if not trailer.endswith(b"\n"):
+                        raise ConnectionError("chunked body ended before its last chunk")
                     return out.getvalue()
-                out.write(self.rfile.read(size))
-                self.rfile.readline()
+                data = self.rfile.read(size)
+                if len(data) < size or not self.rfile.readline().endswith(b"\n"):
+                    raise ConnectionError("chunked body ended inside a chunk")
+                out.write(data)
         length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
+        data = self.rfile.read(length) if length else b""
+        if len(data) < length:
+            raise ConnectionError(f"body ended after {len(data)} of {length} bytes")
+        return data
 
-    def _send(self, status: int, body: bytes, content_type: str = "application/json", extra: dict[str, str] | None = None) -> None:
+    def _send(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str = "application/json",
+        extra: dict[str, str] | None = None,
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -214,6 +237,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if path == "/ws" and self.headers.get("Upgrade", "").lower() == "websocket":
             self._record(0)
             return self._websocket()
+        if path == "/upgrade" and self.headers.get("Upgrade", "").lower() == "raw-echo":
+            return self._raw_upgrade()
         if path.startswith("/git/"):
             return self._git()
         body = self._read_body()
@@ -304,6 +329,24 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         content_type = headers.pop("Content-Type", "application/octet-stream")
         self._send(status, payload, content_type, headers)
 
+    def _raw_upgrade(self) -> None:
+        self.send_response(101)
+        self.send_header("Upgrade", "raw-echo")
+        self.send_header("Connection", "Upgrade")
+        self.end_headers()
+        self.wfile.flush()
+        self._record(0)
+        entry = self.upstream.seen[-1]
+        entry.method = "RAW"
+        self.connection.settimeout(10)
+        try:
+            while data := self.connection.recv(65536):
+                entry.body_len += len(data)
+                self.connection.sendall(data)
+        except OSError:
+            pass
+        self.close_connection = True
+
     def _websocket(self) -> None:
         key = self.headers["Sec-WebSocket-Key"]
         accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
@@ -339,7 +382,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self.wfile.flush()
 
 
-class _TlsServer(http.server.ThreadingHTTPServer):
+class _QuietErrors:
+    """A peer that stops mid-request (as the proxy does when it cuts an upload) is
+    expected in these tests; it is not worth a traceback on stderr."""
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError, ssl.SSLError)):
+            return
+        super().handle_error(request, client_address)  # type: ignore[misc]
+
+
+class _TlsServer(_QuietErrors, http.server.ThreadingHTTPServer):
     daemon_threads = True
     context: ssl.SSLContext
 
@@ -355,7 +408,7 @@ class _TlsServer(http.server.ThreadingHTTPServer):
         return tls, addr
 
 
-class _PlainServer(http.server.ThreadingHTTPServer):
+class _PlainServer(_QuietErrors, http.server.ThreadingHTTPServer):
     daemon_threads = True
 
 

@@ -46,6 +46,10 @@ class RequestInfo:
     requester_ip: str = ""
     jail: str = ""
 
+    def __post_init__(self) -> None:
+        # Rules compare header names as r.headers['content-type'], whoever built us.
+        object.__setattr__(self, "headers", {k.lower(): v for k, v in self.headers.items()})
+
     @property
     def url(self) -> str:
         default = {"http": 80, "https": 443}.get(self.scheme)

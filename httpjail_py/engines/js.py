@@ -62,22 +62,54 @@ var console = (function () {
 })();
 var __httpjail_code = '';
 function __httpjail_rule(r) { return eval(__httpjail_code); }
+// Syntax checks compile the rule exactly as __httpjail_rule will (a direct eval inside a
+// function), behind a `throw` on the same first line so none of it runs and the line
+// numbers stay the user's. Wrapping it in a block instead lets `true } else { false`
+// through. The strict twin is for rules that start with a 'use strict' directive, which
+// the prefix would otherwise hide.
+var __httpjail_compiled = {};
+function __httpjail_check(code) {
+  try { eval('throw __httpjail_compiled;' + code); }
+  catch (e) { if (e !== __httpjail_compiled) throw e; }
+}
+function __httpjail_check_strict(code) {
+  'use strict';
+  try { eval('throw __httpjail_compiled;' + code); }
+  catch (e) { if (e !== __httpjail_compiled) throw e; }
+}
 function __httpjail_run(request_json) {
   var v = __httpjail_rule(JSON.parse(request_json));
-  return JSON.stringify({v: v === undefined ? null : v, logs: JSON.parse(__httpjail_take_logs())});
+  // JSON has no form for these (a function would vanish from the object); name them.
+  var kind = typeof v === 'function' || typeof v === 'symbol' || typeof v === 'bigint'
+    ? typeof v : v instanceof Promise ? 'Promise' : '';
+  if (kind) v = null;
+  var logs = JSON.parse(__httpjail_take_logs());
+  return JSON.stringify({v: v === undefined ? null : v, kind: kind, logs: logs});
 }
 """
 
 _LINE = re.compile(r"<input>:(\d+)")
+_USE_STRICT = re.compile(r"""\A(?:\s|//[^\n]*|/\*.*?\*/)*(['"])use strict\1""", re.S)
 
 
 def _first_line(error: Exception) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
+def _read_rule(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
+
+
+def _why(error: OSError | UnicodeDecodeError) -> str:
+    if isinstance(error, UnicodeDecodeError):
+        return f"not UTF-8 text (byte {error.start})"
+    return error.strerror or str(error)
+
+
 def _emit_console(entries: list[list[str]]) -> None:
     for level, text in entries:
-        log.log(logging.WARNING if level in ("warn", "error") else logging.INFO, "console.%s: %s", level, text)
+        level_no = logging.WARNING if level in ("warn", "error") else logging.INFO
+        log.log(level_no, "console.%s: %s", level, text)
 
 
 class JsEngine:
@@ -85,7 +117,14 @@ class JsEngine:
 
     name = "js"
 
-    def __init__(self, code: str, *, path: Path | None = None, time_limit: float = 0.1) -> None:
+    def __init__(
+        self,
+        code: str,
+        *,
+        path: Path | None = None,
+        time_limit: float = 0.1,
+        mtime_ns: int | None = None,
+    ) -> None:
         self._path = path
         self._time_limit = time_limit
         self._context = quickjs.Context()
@@ -94,24 +133,33 @@ class JsEngine:
         self._context.eval(_PRELUDE)
         self._run = self._context.get("__httpjail_run")
         self._take_logs = self._context.get("__httpjail_take_logs")
+        self._check = self._context.get("__httpjail_check")
+        self._check_strict = self._context.get("__httpjail_check_strict")
         self._context.set_time_limit(time_limit)
         self._install(code, source=str(path) if path else "--js")
-        self._mtime_ns = path.stat().st_mtime_ns if path else None
+        if path is not None and mtime_ns is None:
+            mtime_ns = path.stat().st_mtime_ns
+        self._mtime_ns = mtime_ns
+        self._read_error: str | None = None  # the last reload failure, reported once
         self._watcher: asyncio.Task[None] | None = None
 
     @classmethod
     def from_file(cls, path: Path, *, time_limit: float = 0.1) -> JsEngine:
+        """Raises RuleError when the file cannot be read or does not compile."""
         try:
-            code = path.read_text()
-        except OSError as e:
-            raise RuleError(f"--js-file {path}: cannot read it: {e.strerror or e}") from e
-        return cls(code, path=path, time_limit=time_limit)
+            # stat before reading: a change made in between is then seen by the next poll.
+            mtime_ns = path.stat().st_mtime_ns
+            code = _read_rule(path)
+        except (OSError, UnicodeDecodeError) as e:
+            raise RuleError(f"--js-file {path}: cannot read it: {_why(e)}") from e
+        return cls(code, path=path, time_limit=time_limit, mtime_ns=mtime_ns)
 
     def _check_syntax(self, code: str, source: str) -> None:
-        # Compiled inside a block that never runs, on the same first line, so the line
-        # numbers quickjs reports are the user's.
+        if code.startswith("#!"):  # a hashbang line runs fine, but only as the very start
+            code = "//" + code[2:]
+        check = self._check_strict if _USE_STRICT.match(code) else self._check
         try:
-            self._context.eval("if (0) {" + code + "\n}")
+            check(code)
         except quickjs.JSException as e:
             m = _LINE.search(str(e))
             where = f" at line {m.group(1)}" if m else ""
@@ -136,10 +184,16 @@ class JsEngine:
             return Decision.error(f"rule error: {type(e).__name__}: {e}")
         try:
             result = json.loads(out)
-            value = result["v"]
+            value, kind = result["v"], result["kind"]
             _emit_console(result["logs"])
         except (TypeError, ValueError, KeyError) as e:
             return Decision.error(f"rule result could not be read: {e}")
+        if kind:
+            hint = " (rules run synchronously; nothing awaits it)" if kind == "Promise" else ""
+            return Decision.error(
+                f"rule returned a {kind}{hint}; expected true, false or an object "
+                "with 'allow' or 'deny_message'"
+            )
         return parse_result(value)
 
     def _drain_console(self) -> None:
@@ -158,20 +212,34 @@ class JsEngine:
         assert self._path is not None
         while True:
             await asyncio.sleep(RELOAD_POLL_SECONDS)
-            await self.reload_if_changed()
+            try:
+                await self.reload_if_changed()
+            except Exception as e:  # a dead watcher would silently stop all reloads
+                log.warning("--js-file %s: reload failed (%s: %s); keeping the previous rule",
+                            self._path, type(e).__name__, e)
 
     async def reload_if_changed(self) -> None:
-        """Re-read the rule file when its mtime changed; keep the old rule if the new fails."""
+        """Re-read the rule file when its mtime changed; keep the old rule if the new fails.
+
+        A file that cannot be read is reported once (not on every poll) until it can be.
+        """
         assert self._path is not None
         try:
             mtime = (await asyncio.to_thread(os.stat, self._path)).st_mtime_ns
-            if mtime == self._mtime_ns:
+            if mtime == self._mtime_ns and self._read_error is None:
                 return
-            self._mtime_ns = mtime
-            code = await asyncio.to_thread(self._path.read_text)
-        except OSError as e:
-            log.warning("--js-file %s: cannot read it (%s); keeping the previous rule", self._path, e)
+            code = await asyncio.to_thread(_read_rule, self._path)
+        except (OSError, UnicodeDecodeError) as e:
+            why = _why(e)
+            if why != self._read_error:
+                log.warning("--js-file %s: cannot read it (%s); keeping the previous rule",
+                            self._path, why)
+            self._read_error = why
             return
+        self._read_error = None
+        if mtime == self._mtime_ns:
+            return  # readable again, and unchanged
+        self._mtime_ns = mtime
         try:
             self._install(code, source=str(self._path))
         except RuleError as e:

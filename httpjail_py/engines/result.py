@@ -67,4 +67,6 @@ def parse_result(value: Any) -> Decision:
         if limit < 0 or limit != int(limit):
             return Decision.error(f"max_tx_bytes must be a whole number >= 0, got {limit!r}")
         return Decision.allow(max_tx_bytes=int(limit))
-    return Decision.error(f"rule result 'allow' is {_describe(allow)}; expected true, false or {{max_tx_bytes: N}}")
+    return Decision.error(
+        f"rule result 'allow' is {_describe(allow)}; expected true, false or {{max_tx_bytes: N}}"
+    )

@@ -28,7 +28,7 @@ class Jail(abc.ABC):
     def listen(self) -> list[Bind]:
         """Where the proxy should listen: [HTTP proxy, HTTPS proxy]."""
 
-    async def setup(self, proxy: Sequence[Bind]) -> None:
+    async def setup(self, proxy: Sequence[Bind]) -> None:  # noqa: B027 (optional: weak builds nothing)
         """Build the isolation, given where the proxy actually listens."""
 
     @abc.abstractmethod
@@ -39,7 +39,7 @@ class Jail(abc.ABC):
     async def run(self, argv: Sequence[str], env: Mapping[str, str]) -> int:
         """Run the child to completion. Returns httpjail's exit status for it."""
 
-    async def teardown(self) -> None:
+    async def teardown(self) -> None:  # noqa: B027 (optional, like setup)
         """Remove everything `setup` made. Idempotent."""
 
 

@@ -15,13 +15,14 @@ import signal
 import sys
 from collections.abc import Mapping, Sequence
 
+from httpjail_py.jail.signals import HANDLED, hold_signals, on_signals
+
 __all__ = ["run_child", "TIMEOUT_EXIT", "KILL_GRACE_SECONDS"]
 
 log = logging.getLogger("httpjail")
 
 TIMEOUT_EXIT = 124
 KILL_GRACE_SECONDS = 3.0
-_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
 def _terminal_fd() -> int | None:
@@ -51,7 +52,8 @@ def _child_setup(tty: int | None) -> None:
     os.setpgid(0, 0)
     if tty is not None:
         _give_terminal(tty, os.getpgrp())
-    for sig in _FORWARDED:
+    # An ignored signal stays ignored across exec; the command starts with the defaults.
+    for sig in HANDLED:
         signal.signal(sig, signal.SIG_DFL)
 
 
@@ -84,11 +86,12 @@ async def run_child(argv: Sequence[str], env: Mapping[str, str], *, timeout: flo
         proc = await asyncio.create_subprocess_exec(
             *argv, env=dict(env), preexec_fn=lambda: _child_setup(tty)
         )
-    except FileNotFoundError:
-        print(f"httpjail: command not found: {argv[0]}", file=sys.stderr)
+    except (FileNotFoundError, NotADirectoryError):
+        print(f"httpjail: command not found: {argv[0]}", file=sys.stderr, flush=True)
         return 127
-    except PermissionError as e:
-        print(f"httpjail: cannot execute {argv[0]}: {e.strerror}", file=sys.stderr)
+    except OSError as e:
+        # EACCES, ENOEXEC (no `#!` line, foreign binary), EISDIR...: the shells' 126.
+        print(f"httpjail: cannot execute {argv[0]}: {e.strerror}", file=sys.stderr, flush=True)
         return 126
     pgid = proc.pid
     loop = asyncio.get_running_loop()
@@ -101,8 +104,7 @@ async def run_child(argv: Sequence[str], env: Mapping[str, str], *, timeout: flo
         else:
             _killpg(pgid, sig)
 
-    for sig in _FORWARDED:
-        loop.add_signal_handler(sig, forward, sig)
+    on_signals(forward)
     try:
         try:
             returncode = await asyncio.wait_for(proc.wait(), timeout)
@@ -113,8 +115,8 @@ async def run_child(argv: Sequence[str], env: Mapping[str, str], *, timeout: flo
             return TIMEOUT_EXIT
         return exit_status(returncode)
     finally:
-        for sig in _FORWARDED:
-            loop.remove_signal_handler(sig)
+        # The command is gone; httpjail's own cleanup must not be cut short by a signal.
+        hold_signals()
         for task in stopping:
             task.cancel()
         # Whatever the command left running in its group would outlive its jail.

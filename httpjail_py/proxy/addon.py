@@ -3,19 +3,23 @@
 
 Order of events for a request (all on mitmproxy's event loop):
 
-    requestheaders  checks (loop, Host/SNI agreement), then the rule; deny sets our 403,
-                    allow streams the body upstream through a byte counter
+    requestheaders  checks (loop, Host/SNI agreement), then the rule; deny answers our
+                    403 at once (patches: the body is not read), allow streams
+                    the body upstream through a byte counter (and max_tx_bytes cut)
     server_connect  the last gate before any outbound socket: only a (host, port) that a
                     rule allowed for this client connection may be dialled
     responseheaders the response streams back (SSE, large downloads) through a counter
     response/error  one audit record
 
-Anything that is not HTTP (raw TCP inside a tunnel, UDP) is refused and logged.
+Anything that is not HTTP (raw TCP inside a tunnel or after an upgrade, UDP), and any
+request mitmproxy itself refuses as invalid (e.g. a CONNECT inside a CONNECT tunnel), is
+refused and logged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import logging
 import secrets
@@ -31,6 +35,7 @@ from mitmproxy.proxy import server_hooks
 from httpjail_py.audit import AuditRecord
 from httpjail_py.engines.base import Decision, Reason, RequestInfo, RuleEngine
 from httpjail_py.logfiles import utc_timestamp
+from httpjail_py.proxy import patches
 from httpjail_py.proxy.flowstate import FlowState, request_head_size
 from httpjail_py.recorder import Recorder
 
@@ -53,7 +58,7 @@ def _normal_host(host: str) -> str:
 
 def blocked_response(decision: Decision, status: int = 403) -> http.Response:
     """Our refusal: text/plain, `Request blocked by httpjail` and a line saying why."""
-    reason_line = decision.message or "denied by rule"
+    reason_line = decision.message or "denied"
     return http.Response.make(
         status,
         f"{BLOCKED_MESSAGE}\n{reason_line}\n",
@@ -75,7 +80,6 @@ class JailAddon:
         # back means the request looped through us (httpjail issue #84).
         self.loop_nonce = secrets.token_hex(8)
         self._allowed_targets: dict[str, set[tuple[str, int]]] = {}
-        self._tunnelled: set[str] = set()
         self.started: asyncio.Event = asyncio.Event()
 
     def running(self) -> None:
@@ -85,16 +89,28 @@ class JailAddon:
     # --- HTTP ----------------------------------------------------------------------
 
     def http_connect(self, flow: http.HTTPFlow) -> None:
-        # A CONNECT only opens a tunnel (no upstream connection: connection_strategy is
-        # lazy); every request inside it is evaluated. A CONNECT inside a tunnel would
-        # open a tunnel we no longer see the target of, so it is refused.
-        client = flow.client_conn
-        if client.id in self._tunnelled:
-            self._refuse(flow, "CONNECT inside a CONNECT tunnel is not allowed", Reason.RULE_DENIED)
-        self._tunnelled.add(client.id)
+        """A CONNECT only opens a tunnel (no upstream connection: connection_strategy is
+        lazy); every request inside it is evaluated. A CONNECT *inside* a tunnel is refused.
+
+        mitmproxy refuses that itself (with a 400, before this hook; `requestheaders` logs
+        it), since it parses a tunnel's content in transparent mode. This is the second
+        lock: inside a tunnel the flow already has a server address (the tunnel's), while
+        a CONNECT on the proxy connection has none. (Counting CONNECTs per client
+        connection would be wrong: HTTP/2 to an https:// proxy multiplexes several.)
+        """
+        if flow.server_conn.address is None or flow.response:
+            return
+        decision = Decision.deny("CONNECT inside a CONNECT tunnel is not allowed", Reason.NOT_HTTP)
+        request = flow.request
+        target = request.authority or f"{request.host}:{request.port}"
+        self._record_refusal(flow.client_conn, "CONNECT", target, request.host, request.port, decision, 403)
+        flow.response = blocked_response(decision)
 
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
-        if flow.response or flow.error or not flow.live:
+        if flow.response or not flow.live:
+            return
+        if flow.error:  # mitmproxy refused the request itself and answers it (400)
+            self._record_invalid(flow)
             return
         info = self._request_info(flow)
         decision = self._precheck(flow, info)
@@ -106,6 +122,11 @@ class JailAddon:
             except Exception as e:  # the interface says never; if it does, deny and say so
                 log.exception("rule engine %s crashed", engine)
                 decision = Decision.error(f"rule engine crashed: {type(e).__name__}: {e}")
+            if not decision.allowed and decision.message is None:
+                # A bare `false`: still say which rule refused what, in the 403 and the logs.
+                decision = dataclasses.replace(
+                    decision, message=f"the {engine} rule denied {info.method} {info.host}"
+                )
         request = flow.request
         head = request_head_size(
             request.method, request.path, request.http_version, list(request.headers.items(multi=True))
@@ -118,8 +139,7 @@ class JailAddon:
         self.recorder.decided(info.method, info.url, info.host, decision)
         if not decision.allowed:
             status = 413 if decision.reason is Reason.BODY_LIMIT else 403
-            flow.request.stream = False
-            flow.response = blocked_response(decision, status)
+            patches.answer_now(flow, blocked_response(decision, status))
             return
         self._allowed_targets.setdefault(flow.client_conn.id, set()).add((request.host, request.port))
         seen = request.headers.get(LOOP_HEADER, "")
@@ -130,7 +150,9 @@ class JailAddon:
         """Refusals that no rule can override. None when the request may go to the rule."""
         request = flow.request
         if self.loop_nonce in request.headers.get(LOOP_HEADER, ""):
-            return Decision.deny("request loop: this request came back to the same httpjail proxy", Reason.LOOP)
+            return Decision.deny(
+                "request loop: this request came back to the same httpjail proxy", Reason.LOOP
+            )
         host_header = request.host_header
         if host_header:
             try:
@@ -144,7 +166,10 @@ class JailAddon:
                     f"{info.host}:{info.port}",
                     Reason.HOST_MISMATCH,
                 )
-        sni = flow.client_conn.sni
+        # The SNI names the target only when TLS ends here for this request: a plain
+        # http:// request sent over TLS to the proxy itself (an https:// proxy URL)
+        # carries the proxy's name.
+        sni = flow.client_conn.sni if request.scheme == "https" else None
         if sni and _normal_host(sni) != _normal_host(request.host):
             return Decision.deny(
                 f"TLS SNI {sni!r} does not match the request target {info.host}", Reason.HOST_MISMATCH
@@ -177,12 +202,17 @@ class JailAddon:
             )
         return state.decision
 
-    def _upload_counter(self, flow: http.HTTPFlow, state: FlowState) -> Callable[[bytes], bytes]:
+    def _upload_counter(
+        self, flow: http.HTTPFlow, state: FlowState
+    ) -> Callable[[bytes], bytes | list[bytes]]:
         limit = state.decision.max_tx_bytes
 
-        def count(chunk: bytes) -> bytes:
+        def count(chunk: bytes) -> bytes | list[bytes]:
+            # Dropping a chunk must return [] and never b"": mitmproxy sends b"" on as an
+            # empty HTTP/1 chunk, which is the chunked terminator, and the upstream then
+            # sees a complete (truncated) request.
             if state.cut:
-                return b""
+                return []
             state.bytes_sent += len(chunk)
             if limit is not None and state.bytes_sent > limit:
                 state.cut = (
@@ -190,13 +220,17 @@ class JailAddon:
                     f"over the rule's max_tx_bytes of {limit}"
                 )
                 log.warning("%s %s: %s", state.info.method, state.info.url, state.cut)
-                asyncio.get_running_loop().call_soon(self._abort, flow)
-                return b""
+                if patches.installed() and flow.response is None:
+                    cut = Decision.deny(state.cut, Reason.BODY_LIMIT)
+                    patches.answer_now(flow, blocked_response(cut, 413))
+                else:
+                    asyncio.get_running_loop().call_soon(self._abort, flow)
+                return []
             return chunk
 
         return count
 
-    def _abort(self, flow: http.HTTPFlow) -> None:
+    def _abort(self, flow: http.HTTPFlow | tcp.TCPFlow | udp.UDPFlow) -> None:
         """Close the client and server connections of `flow` at once (no clean end)."""
         proxyserver: Proxyserver | None = ctx.master.addons.get("proxyserver")
         handler = proxyserver.connections.get(flow.client_conn.id) if proxyserver else None
@@ -209,6 +243,8 @@ class JailAddon:
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         state: FlowState | None = flow.metadata.get(_STATE)
         if state is None or not state.decision.allowed or flow.response is None:
+            return
+        if flow.metadata.get(patches.ANSWER_NOW):  # our own 413, counted in _audit
             return
 
         def count(chunk: bytes) -> bytes:
@@ -239,8 +275,8 @@ class JailAddon:
             reason, message = str(Reason.BODY_LIMIT), state.cut
         elif decision.allowed and flow.error and flow.response is None:
             reason, message, status = str(Reason.UPSTREAM_ERROR), flow.error.msg, 502
-        if not decision.allowed and flow.response is not None:
-            state.bytes_received = len(flow.response.raw_content or b"")
+        if flow.response is not None and (not decision.allowed or flow.metadata.get(patches.ANSWER_NOW)):
+            state.bytes_received = len(bytes(flow.response.headers)) + len(flow.response.raw_content or b"")
         info = state.info
         peer = flow.client_conn.peername
         self.recorder.finished(
@@ -280,16 +316,64 @@ class JailAddon:
 
     def _refuse_stream(self, flow: tcp.TCPFlow | udp.UDPFlow, kind: str) -> None:
         address = flow.server_conn.address
-        target = f"{address[0]}:{address[1]}" if address else "unknown"
+        host, port = (str(address[0]), int(address[1])) if address else ("unknown", 0)
         decision = Decision.deny(f"{kind} that is not HTTP is not allowed", Reason.NOT_HTTP)
-        self.recorder.decided(kind, target, address[0] if address else "unknown", decision)
+        self._record_refusal(flow.client_conn, kind, f"{host}:{port}", host, port, decision, None)
+        # flow.kill() alone does not stop mitmproxy's TCP layer: it dials the server
+        # right after this hook, and relays to one that is already connected (after an
+        # HTTP 101 to a protocol other than WebSocket). A connection error set here makes
+        # mitmproxy refuse the dial (besides server_connect's own check); the abort
+        # closes both sides of an upgraded connection.
         flow.kill()
+        if flow.server_conn.timestamp_start is None:
+            flow.server_conn.error = f"httpjail: {decision.message}"
+        asyncio.get_running_loop().call_soon(self._abort, flow)
 
-    def _refuse(self, flow: http.HTTPFlow, message: str, reason: Reason) -> None:
-        decision = Decision.deny(message, reason)
-        self.recorder.decided(flow.request.method, flow.request.pretty_url, flow.request.host, decision)
-        flow.response = blocked_response(decision)
+    def _record_invalid(self, flow: http.HTTPFlow) -> None:
+        """Log a request that mitmproxy refused before any rule ran (it answers 400)."""
+        request = flow.request
+        error = flow.error.msg if flow.error else "invalid request"
+        if request.method.upper() == "CONNECT":
+            message, target = "CONNECT inside a CONNECT tunnel is not allowed", request.authority
+        else:
+            message, target = f"refused as invalid HTTP: {error}", request.pretty_url
+        decision = Decision.deny(message, Reason.NOT_HTTP)
+        self._record_refusal(
+            flow.client_conn, request.method, target, request.host, request.port, decision, 400
+        )
+
+    def _record_refusal(
+        self,
+        client: Client,
+        method: str,
+        target: str,
+        host: str,
+        port: int,
+        decision: Decision,
+        status: int | None,
+    ) -> None:
+        """One request-log line and one audit record for something refused before any rule."""
+        self.recorder.decided(method, target, host, decision)
+        peer = client.peername
+        self.recorder.finished(
+            AuditRecord(
+                time=utc_timestamp(),
+                jail=self.jail_id,
+                client=f"{peer[0]}:{peer[1]}" if peer else "",
+                method=method,
+                url=target,
+                host=_normal_host(host),
+                port=port,
+                decision="deny",
+                reason=str(decision.reason),
+                message=decision.message,
+                engine="httpjail",
+                status=status,
+                bytes_sent=0,
+                bytes_received=0,
+                duration_ms=0.0,
+            )
+        )
 
     def client_disconnected(self, client: Client) -> None:
         self._allowed_targets.pop(client.id, None)
-        self._tunnelled.discard(client.id)

@@ -19,6 +19,7 @@ from mitmproxy.master import Master
 
 from httpjail_py.config import Bind
 from httpjail_py.errors import JailSetupError
+from httpjail_py.proxy import patches
 from httpjail_py.proxy.addon import JailAddon
 from httpjail_py.proxy.resolver import install_resolver
 
@@ -59,6 +60,13 @@ class EmbeddedProxy:
         """
         loop = asyncio.get_running_loop()
         install_resolver(loop, self._resolve)
+        if not patches.install():
+            from mitmproxy import version
+
+            raise JailSetupError(
+                f"mitmproxy {version.VERSION} is not supported (httpjail needs 12.x): "
+                "its HTTP internals differ from what httpjail_py/proxy/patches.py fixes"
+            )
         opts = options.Options()
         master = Master(opts, event_loop=loop)
         self._proxyserver = proxyserver.Proxyserver()

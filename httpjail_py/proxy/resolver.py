@@ -25,7 +25,9 @@ def install_resolver(loop: asyncio.AbstractEventLoop, overrides: Mapping[tuple[s
     system_getaddrinfo = loop.getaddrinfo
     table = dict(overrides)
 
-    async def getaddrinfo(host: Any, port: Any, *, family: int = 0, type: int = 0, proto: int = 0, flags: int = 0) -> Any:
+    async def getaddrinfo(
+        host: Any, port: Any, *, family: int = 0, type: int = 0, proto: int = 0, flags: int = 0
+    ) -> Any:
         name = host.decode() if isinstance(host, bytes) else str(host or "")
         key = (name.lower().rstrip("."), int(port or 0))
         if key in table:

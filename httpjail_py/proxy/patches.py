@@ -1,0 +1,136 @@
+"""The two places where we change mitmproxy's own behaviour (mitmproxy 12.x internals).
+
+1. Answer a refused request at once, however much body it still has to send.
+   A response set in `requestheaders` is sent only after mitmproxy has read the whole
+   request body into memory (`HttpStream.state_consume_request_body`), and a client that
+   sent `Expect: 100-continue` is first told to go ahead: a jailed process posting 1 GiB
+   to a denied host made the proxy hold 1 GiB, and heard "no" only at the end. A streamed
+   upload cut for `max_tx_bytes` could only be stopped by closing connections, so the
+   client saw "502 server closed connection" or an empty reply, never why.
+   Now, when the addon calls `answer_now(flow, response)`, the stream sends that response
+   right away and forgets the request: the rest of its body is dropped as it arrives
+   (HttpLayer discards data for a stream it no longer has, see mitmproxy#5343). A
+   streamed request that is cut also has its upstream request aborted (HTTP/1: the
+   connection closed; HTTP/2: the stream reset), so the upstream never sees it complete.
+
+2. Frame HTTP/2 request bodies for HTTP/1 upstreams.
+   An HTTP/2 request needs no Content-Length. mitmproxy forwarded such a request to an
+   HTTP/1 server with neither Content-Length nor Transfer-Encoding, so the server took it
+   as bodiless and read the body as the *next request* on the connection: a request that
+   no rule saw (request smuggling; a rule allowing only `POST /v1/messages` let through
+   whatever request the body spelled). `Http1Client.send` now adds
+   `Transfer-Encoding: chunked` to such requests.
+
+`install()` checks that the internals exist and returns False when they do not; the
+proxy then refuses to start (2 is a security fix), naming the mitmproxy version.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Generator
+from typing import Any
+
+from mitmproxy import http
+
+__all__ = ["ANSWER_NOW", "answer_now", "install", "installed"]
+
+log = logging.getLogger("httpjail.proxy")
+
+ANSWER_NOW = "httpjail.answer_now"
+_installed = False
+
+
+def answer_now(flow: http.HTTPFlow, response: http.Response) -> None:
+    """Make `response` the answer to `flow`, sent before the request body is read."""
+    flow.response = response
+    flow.metadata[ANSWER_NOW] = True
+    # mitmproxy would answer `Expect: 100-continue` with "go ahead" after our hook.
+    flow.request.headers.pop("expect", None)
+
+
+def installed() -> bool:
+    return _installed
+
+
+def install() -> bool:
+    """Install both patches (once). Returns whether they are in place."""
+    global _installed
+    if _installed:
+        return True
+    try:
+        from mitmproxy.proxy.layers import http as layers_http
+        from mitmproxy.proxy.layers.http import _events, _hooks, _http1
+
+        stream_cls: Any = layers_http.HttpStream
+        h1_client: Any = _http1.Http1Client
+        wait_headers: Callable[..., Generator[Any, Any, None]] = stream_cls.state_wait_for_request_headers
+        stream_body: Callable[..., Generator[Any, Any, None]] = stream_cls.state_stream_request_body
+        h1_send: Callable[..., Generator[Any, Any, None]] = h1_client.send
+        for name in ("state_consume_request_body", "state_errored", "send_response", "flow_done",
+                     "state_wait_for_response_headers"):
+            getattr(stream_cls, name)
+        request_headers = _events.RequestHeaders
+        request_protocol_error = _events.RequestProtocolError
+        kill = _events.ErrorCode.KILL
+        send_http = layers_http.SendHttp
+        response_headers_hook = _hooks.HttpResponseHeadersHook
+    except (ImportError, AttributeError) as e:
+        log.error("mitmproxy internals differ from 12.x: %s", e)
+        return False
+
+    # --- 1. answer refused requests at once --------------------------------------------
+
+    def marked(self: Any) -> bool:
+        return bool(self.flow.metadata.get(ANSWER_NOW)) and self.flow.response is not None
+
+    def answer(self: Any) -> Generator[Any, Any, None]:
+        # As mitmproxy does for a response set in the `request` hook, minus reading the
+        # body first. `state_errored` swallows the body events already queued in this
+        # stream; flow_done() ends the response and drops the stream.
+        self.client_state = self.state_errored
+        request, response = self.flow.request, self.flow.response
+        if not (request.is_http2 or request.is_http3):
+            # The body was not read, so what the client sends next on this connection
+            # would be taken for the rest of it: tell the client not to reuse it.
+            response.headers["connection"] = "close"
+        response.timestamp_start = time.time()
+        yield response_headers_hook(self.flow)
+        yield from self.send_response()
+        yield from self.flow_done()
+
+    def state_wait_for_request_headers(self: Any, event: Any) -> Generator[Any, Any, None]:
+        yield from wait_headers(self, event)
+        if not event.end_stream and self.client_state == self.state_consume_request_body and marked(self):
+            yield from answer(self)
+
+    def state_stream_request_body(self: Any, event: Any) -> Generator[Any, Any, None]:
+        yield from stream_body(self, event)
+        if self.client_state != self.state_stream_request_body or not marked(self):
+            return
+        yield send_http(request_protocol_error(self.stream_id, "upload refused", kill), self.context.server)
+        if self.server_state == self.state_wait_for_response_headers:
+            yield from answer(self)
+        else:  # the upstream answered already; too late for ours
+            self.flow.metadata.pop(ANSWER_NOW, None)
+            self.client_state = self.state_errored
+
+    # --- 2. frame HTTP/2 bodies for HTTP/1 upstreams ------------------------------------
+
+    def send(self: Any, event: Any) -> Generator[Any, Any, None]:
+        if isinstance(event, request_headers) and not event.end_stream:
+            request = event.request
+            if (request.is_http2 or request.is_http3) and "content-length" not in request.headers:
+                # Both the head mitmproxy writes and its chunk framing of the body read
+                # this header (Http1Client keeps `event.request`).
+                request.headers["transfer-encoding"] = "chunked"
+        yield from h1_send(self, event)
+
+    state_wait_for_request_headers.__name__ = "state_wait_for_request_headers"
+    state_stream_request_body.__name__ = "state_stream_request_body"
+    stream_cls.state_wait_for_request_headers = state_wait_for_request_headers
+    stream_cls.state_stream_request_body = state_stream_request_body
+    h1_client.send = send
+    _installed = True
+    return True
