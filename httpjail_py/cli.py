@@ -45,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="JavaScript rule; `r` is the request, the last expression the verdict")
     rules.add_argument("--js-file", metavar="FILE", type=Path,
                        help="JavaScript rule from FILE, re-read when it changes")
+    rules.add_argument("--sh", metavar="SCRIPT",
+                       help="run SCRIPT per request (HTTPJAIL_URL, ... in its environment); exit 0 allows")
+    rules.add_argument("--proc", metavar="PROGRAM",
+                       help="one long-running PROGRAM: a JSON line per request in, a verdict line out")
+    rules.add_argument("--rule-timeout", metavar="SECS", type=float,
+                       help="seconds a --sh script (default 30) or --proc answer (default 5) may take")
     p.add_argument("--request-log", metavar="FILE", type=Path,
                    help="append `<time> <+|-> <METHOD> <URL>` per request")
     p.add_argument("--audit-log", metavar="FILE", type=Path,
@@ -90,6 +96,21 @@ def _check_upstream_ca(path: Path) -> None:
         raise ConfigError(f"--upstream-ca {path}: no PEM certificate in it") from None
 
 
+def _rule_source(args: argparse.Namespace) -> RuleSource:
+    given = [(flag, value) for flag, value in (
+        ("--js", args.js), ("--js-file", args.js_file), ("--sh", args.sh), ("--proc", args.proc),
+    ) if value is not None]  # fmt: skip
+    if len(given) > 1:
+        names = " and ".join(flag for flag, _ in given)
+        raise ConfigError(f"{names} cannot be used together: pick one rule")
+    if not given:
+        return RuleSource(kind="deny-all")  # as httpjail: no rule denies everything
+    flag, value = given[0]
+    if flag == "--js-file":
+        return RuleSource(kind="js-file", path=value)
+    return RuleSource(kind=flag[2:], text=value)
+
+
 def parse_config(argv: Sequence[str]) -> Config:
     """Turn the command line into a Config. Raises ConfigError (and SystemExit for --help)."""
     argv = list(argv)
@@ -104,14 +125,12 @@ def parse_config(argv: Sequence[str]) -> Config:
         # that `--` is one of its own arguments.
         command += ["--", *rest] if command else rest
 
-    if args.js is not None and args.js_file is not None:
-        raise ConfigError("--js and --js-file cannot be used together: pick one rule")
-    if args.js is not None:
-        rule = RuleSource(kind="js", text=args.js)
-    elif args.js_file is not None:
-        rule = RuleSource(kind="js-file", path=args.js_file)
-    else:
-        rule = RuleSource(kind="deny-all")
+    rule = _rule_source(args)
+    if args.rule_timeout is not None:
+        if rule.kind not in ("sh", "proc"):
+            raise ConfigError("--rule-timeout applies to --sh and --proc rules")
+        if args.rule_timeout <= 0:
+            raise ConfigError(f"--rule-timeout {args.rule_timeout:g}: must be a positive number of seconds")
 
     flags = (("--server", args.server), ("--test", args.test), ("--docker-run", args.docker_run))
     modes = [name for name, on in flags if on]
@@ -159,6 +178,7 @@ def parse_config(argv: Sequence[str]) -> Config:
     return Config(
         mode=mode,
         rule=rule,
+        rule_timeout=args.rule_timeout,
         command=tuple(command),
         weak=args.weak,
         test_method=test_method,

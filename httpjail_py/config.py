@@ -32,7 +32,7 @@ class RunMode(enum.Enum):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RuleSource:
-    """Where the rule comes from. `kind` is `js`, `js-file` or `deny-all` (no rule flag)."""
+    """Where the rule comes from: `kind` is `js`, `js-file`, `sh`, `proc` or `deny-all`."""
 
     kind: str
     text: str = ""
@@ -66,6 +66,7 @@ class Config:
     upstream_cas: tuple[Path, ...] = ()
     verify_upstream: bool = True
     js_time_limit: float = DEFAULT_JS_TIME_LIMIT
+    rule_timeout: float | None = None  # --sh / --proc; None: the engine's default
 
 
 def _is_number(text: str) -> bool:

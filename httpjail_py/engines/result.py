@@ -8,11 +8,15 @@ which httpjail allows (failing open).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from httpjail_py.engines.base import Decision
 
-__all__ = ["parse_result"]
+__all__ = ["parse_result", "parse_answer_line"]
+
+# Longest deny message we pass on from a script or process (the 403 body, the logs).
+MAX_MESSAGE = 4096
 
 
 def _describe(value: Any) -> str:
@@ -70,3 +74,20 @@ def parse_result(value: Any) -> Decision:
     return Decision.error(
         f"rule result 'allow' is {_describe(allow)}; expected true, false or {{max_tx_bytes: N}}"
     )
+
+
+def parse_answer_line(line: str) -> Decision:
+    """A line processor's answer: `true`, `false`, a JSON object (read like a JS result),
+    or any other text, which denies with that text as the message."""
+    text = line.strip()
+    if not text:
+        return Decision.error("rule process answered an empty line")
+    if text in ("true", "false"):
+        return parse_result(text == "true")
+    if text.startswith("{"):
+        try:
+            value = json.loads(text)
+        except ValueError as e:
+            return Decision.error(f"rule process answered malformed JSON ({e.msg}): {text[:200]!r}")
+        return parse_result(value)
+    return Decision.deny(text[:MAX_MESSAGE])
