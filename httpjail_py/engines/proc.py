@@ -11,16 +11,22 @@ A request gets no answer within the timeout, the process closes stdout, prints a
 line, or dies: the process is killed and restarted (after a backoff that grows with
 consecutive failures, so a crashing filter is not restarted in a tight loop), every
 request that was waiting is retried once on the new process, and denied if that fails.
+
+Each process is a `_Worker` that owns the queue of requests waiting for its answers, so a
+dead process's leftovers (a late line, its EOF) can only ever reach its own requests.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import logging
+import os
 import shlex
 import shutil
+import signal
 
 from httpjail_py.engines.base import Decision, RequestInfo
 from httpjail_py.engines.result import parse_answer_line
@@ -33,10 +39,27 @@ log = logging.getLogger("httpjail.rules")
 DEFAULT_TIMEOUT = 5.0
 MAX_BACKOFF = 5.0
 _MAX_LINE = 1 << 20
+# How long a process that closed its stdout gets to exit, so the reason can name its status.
+_EXIT_GRACE = 0.5
 
 
 class _ProcessFailed(Exception):
-    """The rule process failed while a request waited for it."""
+    """The rule process failed while a request waited for it; the text says how."""
+
+
+class _Worker:
+    """One running rule process and the requests waiting for its answers, oldest first.
+
+    A waiter's result is the answer line, or None when the process failed (`failed`
+    then says why). Results rather than exceptions: a waiter whose request was cancelled
+    is never awaited again, and an unretrieved exception would be reported as a bug.
+    """
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.waiting: collections.deque[asyncio.Future[str | None]] = collections.deque()
+        self.failed: str | None = None
+        self.reader: asyncio.Task[None] | None = None
 
 
 class ProcEngine:
@@ -52,111 +75,174 @@ class ProcEngine:
         if shutil.which(self._argv[0]) is None:
             raise RuleError(f"--proc {command!r}: {self._argv[0]!r} is not an executable program")
         self._timeout = timeout
-        self._proc: asyncio.subprocess.Process | None = None
-        self._reader: asyncio.Task[None] | None = None
-        self._waiting: collections.deque[asyncio.Future[str]] = collections.deque()
+        self._worker: _Worker | None = None
         self._starting = asyncio.Lock()
         self._failures = 0  # consecutive, for the restart backoff
         self._closed = False
+        self._reaping: set[asyncio.Task[None]] = set()  # killed processes, until they are gone
 
     async def evaluate(self, request: RequestInfo) -> Decision:
-        line = json.dumps(request.as_rule_input(), separators=(",", ":")) + "\n"
-        problem = ""
-        for _attempt in range(2):
+        line = (json.dumps(request.as_rule_input(), separators=(",", ":")) + "\n").encode()
+        problems: list[str] = []
+        while len(problems) < 2 and not self._closed:
             try:
-                answer = await self._ask(line.encode())
+                answer = await self._ask(line)
             except _ProcessFailed as e:
-                problem = str(e)
+                problems.append(str(e))
                 continue
             except OSError as e:
-                problem = f"could not start: {e.strerror or e}"
+                self._failures += 1
+                problems.append(f"it could not start: {e.strerror or e}")
                 continue
             self._failures = 0
             return parse_answer_line(answer)
-        return Decision.error(f"rule process failed twice ({problem}); denied")
+        if not problems:
+            return Decision.error("rule process: it is not running: httpjail is shutting down")
+        if len(problems) == 1:
+            return Decision.error(f"rule process: {problems[0]}")
+        return Decision.error(f"rule process failed: {problems[0]}; after a restart: {problems[1]}")
 
     async def _ask(self, line: bytes) -> str:
-        proc = await self._running()
-        answer: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._waiting.append(answer)
-        try:
-            assert proc.stdin is not None
-            proc.stdin.write(line)
-            await proc.stdin.drain()
-        except (BrokenPipeError, ConnectionResetError):
-            self._fail(proc, "its stdin is closed")
-        try:
-            return await asyncio.wait_for(asyncio.shield(answer), self._timeout)
-        except TimeoutError:
-            self._fail(proc, f"no answer within {self._timeout:g} s")
-            return await answer  # raises the failure set just now
+        """Send one request line and return the answer line.
 
-    async def _running(self) -> asyncio.subprocess.Process:
+        Raises _ProcessFailed (saying why) when the process fails meanwhile, and OSError
+        when it cannot be started."""
+        worker = await self._running()
+        answer: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        worker.waiting.append(answer)
+        stdin = worker.proc.stdin
+        assert stdin is not None
+        try:
+            # The write is inside the timeout: a process that stops reading fills the pipe.
+            async with asyncio.timeout(self._timeout):
+                stdin.write(line)
+                await stdin.drain()
+                text = await asyncio.shield(answer)
+        except TimeoutError:
+            self._fail(worker, f"it gave no answer within {self._timeout:g} s")
+            text = answer.result() if answer.done() else None
+        except (BrokenPipeError, ConnectionResetError):
+            self._fail(worker, "its stdin is closed")
+            text = answer.result() if answer.done() else None
+        if text is None:
+            raise _ProcessFailed(worker.failed or "it failed")
+        return text
+
+    async def _running(self) -> _Worker:
+        """The live worker, starting one (after the backoff) when there is none.
+
+        Raises OSError when the program cannot be started, _ProcessFailed when httpjail
+        is shutting down."""
         async with self._starting:
-            if self._proc is not None and self._proc.returncode is None:
-                return self._proc
+            worker = self._worker
+            if worker is not None and worker.proc.returncode is not None:
+                # It died and its reader has not seen the EOF yet: fail it now, so its
+                # waiters are retried and the restart backs off.
+                self._fail(worker, _exited(worker.proc.returncode))
+            if self._worker is not None:
+                return self._worker
             if self._closed:
-                raise _ProcessFailed("httpjail is shutting down")
+                raise _ProcessFailed("it is not running: httpjail is shutting down")
             if self._failures:
                 delay = min(0.1 * 2 ** (self._failures - 1), MAX_BACKOFF)
                 log.warning("restarting rule process %s in %.1f s", self._argv[0], delay)
                 await asyncio.sleep(delay)
-            self._proc = await asyncio.create_subprocess_exec(
+                if self._closed:
+                    raise _ProcessFailed("it is not running: httpjail is shutting down")
+            proc = await asyncio.create_subprocess_exec(
                 *self._argv,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 limit=_MAX_LINE,
+                # Its own process group: a restart kills whatever it started too, and a
+                # Ctrl-C at the terminal reaches httpjail, which stops it in order.
+                start_new_session=True,
             )
-            self._reader = asyncio.get_running_loop().create_task(self._read_answers(self._proc))
-            return self._proc
+            worker = _Worker(proc)
+            worker.reader = asyncio.get_running_loop().create_task(self._read_answers(worker))
+            self._worker = worker
+            return worker
 
-    async def _read_answers(self, proc: asyncio.subprocess.Process) -> None:
-        assert proc.stdout is not None
-        while True:
+    async def _read_answers(self, worker: _Worker) -> None:
+        stdout = worker.proc.stdout
+        assert stdout is not None
+        while worker.failed is None:
             try:
-                raw = await proc.stdout.readline()
+                raw = await stdout.readline()
             except ValueError:  # a line over _MAX_LINE
-                self._fail(proc, "it answered a line over 1 MiB")
+                self._fail(worker, "it answered a line over 1 MiB")
                 return
-            if not raw:
-                status = await proc.wait()
-                self._fail(proc, f"it exited with status {status}")
+            if worker.failed is not None:
+                return  # killed meanwhile: whatever it still wrote belongs to no one
+            if not raw.endswith(b"\n"):
+                # EOF (a partial last line is not an answer). Give it a moment to exit,
+                # so the reason can say how.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(worker.proc.wait()), _EXIT_GRACE)
+                status = worker.proc.returncode
+                self._fail(worker, "it closed its stdout" if status is None else _exited(status))
                 return
             text = raw.decode(errors="replace").rstrip("\r\n")
             if not text.strip():
-                self._fail(proc, "it answered an empty line")
+                self._fail(worker, "it answered an empty line")
                 return
-            if not self._waiting:
-                self._fail(proc, f"it answered a request it was not asked: {text[:100]!r}")
+            if not worker.waiting:
+                self._fail(worker, f"it answered a request it was not asked: {text[:100]!r}")
                 return
-            waiter = self._waiting.popleft()
+            waiter = worker.waiting.popleft()
             if not waiter.done():
                 waiter.set_result(text)
 
-    def _fail(self, proc: asyncio.subprocess.Process, why: str) -> None:
-        """Kill `proc` and fail everything waiting on it (each is retried by its caller)."""
-        if proc is not self._proc:
-            return  # already replaced
-        log.warning("rule process %s failed: %s", self._argv[0], why)
-        self._failures += 1
-        self._proc = None
-        if proc.returncode is None:
-            proc.kill()
-        waiting, self._waiting = self._waiting, collections.deque()
-        for waiter in waiting:
+    def _fail(self, worker: _Worker, why: str) -> None:
+        """Kill `worker`'s process (and its group) and fail every request waiting on it,
+        each of which its caller retries once. Idempotent."""
+        if worker.failed is not None:
+            return
+        worker.failed = why
+        if self._worker is worker:
+            self._worker = None
+            if not self._closed:
+                self._failures += 1
+                log.warning("rule process %s failed: %s", self._argv[0], why)
+        _kill_group(worker.proc)
+        if worker.proc.stdin is not None:
+            worker.proc.stdin.close()
+        while worker.waiting:
+            waiter = worker.waiting.popleft()
             if not waiter.done():
-                waiter.set_exception(_ProcessFailed(why))
+                waiter.set_result(None)
+        reaper = asyncio.get_running_loop().create_task(self._reap(worker))
+        self._reaping.add(reaper)
+        reaper.add_done_callback(self._reaping.discard)
+
+    @staticmethod
+    async def _reap(worker: _Worker) -> None:
+        """Wait for a killed process to exit and its reader to see the end of its output."""
+        await worker.proc.wait()
+        if worker.reader is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker.reader
 
     async def aclose(self) -> None:
+        """Close the process's stdin, give it a second to exit, then kill it."""
         self._closed = True
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.returncode is None:
-            assert proc.stdin is not None
-            proc.stdin.close()
-            try:
-                await asyncio.wait_for(proc.wait(), 1.0)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-        if self._reader is not None:
-            self._reader.cancel()
+        worker = self._worker
+        if worker is not None and worker.proc.returncode is None and worker.proc.stdin is not None:
+            worker.proc.stdin.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(worker.proc.wait()), 1.0)
+        if worker is not None:
+            self._fail(worker, "it was stopped: httpjail is shutting down")
+        if self._reaping:
+            await asyncio.wait(self._reaping, timeout=2.0)
+
+
+def _exited(status: int) -> str:
+    return f"it was killed by signal {-status}" if status < 0 else f"it exited with status {status}"
+
+
+def _kill_group(proc: asyncio.subprocess.Process) -> None:
+    # The group outlives its leader while a helper it started is in it, so this is
+    # tried even when the process itself has exited.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)

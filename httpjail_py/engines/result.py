@@ -9,6 +9,7 @@ which httpjail allows (failing open).
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from httpjail_py.engines.base import Decision
@@ -68,7 +69,7 @@ def parse_result(value: Any) -> Decision:
             return Decision.error(
                 "rule result 'allow' object must be {max_tx_bytes: N} with N a whole number"
             )
-        if limit < 0 or limit != int(limit):
+        if not math.isfinite(limit) or limit < 0 or limit != int(limit):
             return Decision.error(f"max_tx_bytes must be a whole number >= 0, got {limit!r}")
         return Decision.allow(max_tx_bytes=int(limit))
     return Decision.error(
@@ -76,18 +77,33 @@ def parse_result(value: Any) -> Decision:
     )
 
 
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_or_null(text: str) -> float | None:
+    # 1e999 is valid JSON but no number; JS would hand it over as null (JSON.stringify).
+    value = float(text)
+    return value if math.isfinite(value) else None
+
+
 def parse_answer_line(line: str) -> Decision:
-    """A line processor's answer: `true`, `false`, a JSON object (read like a JS result),
-    or any other text, which denies with that text as the message."""
+    """A rule process's answer line, read exactly as a JS rule's result would be.
+
+    A line that is JSON is that value, judged by `parse_result` like a JS rule returning
+    it: `true`, `false` or an object decide; `42`, `null`, `"text"` or `[...]` deny as rule
+    errors, as they do from JS. A line that starts with `{` but is not JSON is a rule
+    error too. Any other text denies with that text (trimmed) as the message.
+    """
     text = line.strip()
     if not text:
         return Decision.error("rule process answered an empty line")
-    if text in ("true", "false"):
-        return parse_result(text == "true")
-    if text.startswith("{"):
-        try:
-            value = json.loads(text)
-        except ValueError as e:
-            return Decision.error(f"rule process answered malformed JSON ({e.msg}): {text[:200]!r}")
-        return parse_result(value)
-    return Decision.deny(text[:MAX_MESSAGE])
+    try:
+        value = json.loads(text, parse_constant=_not_json, parse_float=_finite_or_null)
+    except ValueError as e:
+        if text.startswith("{"):
+            return Decision.error(
+                f"rule process answered malformed JSON ({getattr(e, 'msg', e)}): {text[:200]!r}"
+            )
+        return Decision.deny(text[:MAX_MESSAGE])
+    return parse_result(value)

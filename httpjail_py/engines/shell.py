@@ -3,8 +3,13 @@
 A SCRIPT with a space runs as `sh -c SCRIPT`; otherwise it is executed directly. It gets
 httpjail's environment plus HTTPJAIL_URL, _METHOD, _SCHEME, _HOST, _PATH, _REQUESTER_IP
 (httpjail's) and HTTPJAIL_PORT, HTTPJAIL_QUERY (ours). Exit 0 allows; any other status
-denies, with the trimmed stdout as the message. A script past the rule timeout is killed
-with its whole process group and denies; one that cannot start denies with the OS error.
+denies, with the trimmed stdout as the message (exit 1 with no output is a plain `false`;
+another status with no output names the status). A script killed by a signal, one past
+the rule timeout (killed with its whole process group), and one that cannot start deny
+as rule errors.
+
+The verdict is the script's exit: whatever it leaves running in its process group is
+killed then, so a background job that inherited stdout cannot hold the request up.
 
 Runs as asyncio subprocesses, so the proxy's loop keeps serving while scripts run; at
 most `max_concurrent` run at once, the rest wait their turn (inside the same timeout).
@@ -13,6 +18,7 @@ most `max_concurrent` run at once, the rest wait their turn (inside the same tim
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from collections.abc import Mapping
@@ -24,6 +30,10 @@ __all__ = ["ShellEngine", "request_env"]
 
 DEFAULT_TIMEOUT = 30.0
 MAX_CONCURRENT = 16
+# After the script exits, how long output still in the pipe may take to arrive. Only a
+# helper that left the script's process group (setsid) can hold the pipe open that long.
+_OUTPUT_GRACE = 0.5
+_EXIT_POLL = 0.05
 
 
 def request_env(request: RequestInfo, base: Mapping[str, str]) -> dict[str, str]:
@@ -49,17 +59,28 @@ class ShellEngine:
     ) -> None:
         self._argv = ["sh", "-c", script] if " " in script else [script]
         self._timeout = timeout
+        self._max_concurrent = max_concurrent
         self._slots = asyncio.Semaphore(max_concurrent)
+        self._groups: set[int] = set()  # process groups of the scripts running now
 
     async def evaluate(self, request: RequestInfo) -> Decision:
+        started: list[int] = []  # the script's pid, once it runs
         try:
-            return await asyncio.wait_for(self._run(request), self._timeout)
+            async with asyncio.timeout(self._timeout):
+                return await self._run(request, started)
         except TimeoutError:
+            if not started:
+                return Decision.error(
+                    f"rule script did not get to run within {self._timeout:g} s: "
+                    f"{self._max_concurrent} scripts were already running"
+                )
             return Decision.error(f"rule script gave no verdict within {self._timeout:g} s (killed)")
         except OSError as e:
-            return Decision.error(f"rule script could not start: {e.strerror or e}")
+            return Decision.error(f"rule script {self._argv[0]!r} could not start: {e.strerror or e}")
+        except ValueError as e:  # e.g. a NUL byte in an argument or environment value
+            return Decision.error(f"rule script could not start: {e}")
 
-    async def _run(self, request: RequestInfo) -> Decision:
+    async def _run(self, request: RequestInfo, started: list[int]) -> Decision:
         async with self._slots:
             proc = await asyncio.create_subprocess_exec(
                 *self._argv,
@@ -68,32 +89,54 @@ class ShellEngine:
                 stdout=asyncio.subprocess.PIPE,
                 start_new_session=True,  # its own process group, so a timeout kills all of it
             )
+            started.append(proc.pid)
+            self._groups.add(proc.pid)
+            assert proc.stdout is not None
+            kept = bytearray()
+            reader = asyncio.get_running_loop().create_task(_read_into(proc.stdout, kept))
             try:
-                assert proc.stdout is not None
-                kept = bytearray()
-                # Read to EOF (a script blocked on a full pipe would never exit), keep the start.
-                while chunk := await proc.stdout.read(65536):
-                    if len(kept) < MAX_MESSAGE * 4:
-                        kept += chunk
-                status = await proc.wait()
+                # Process.wait() returns only once stdout is closed too (Python 3.12), which
+                # a background job that inherited it can put off for as long as it runs.
+                # So: the end of the output, or else the exit status seen by polling.
+                while proc.returncode is None and not reader.done():
+                    await asyncio.wait({reader}, timeout=_EXIT_POLL)
+                status = proc.returncode if proc.returncode is not None else await proc.wait()
+                _kill_group(proc.pid)  # what it left behind, which may hold stdout open
+                await asyncio.wait({reader}, timeout=_OUTPUT_GRACE)
             finally:
-                # On a timeout (cancellation), and after a normal exit: whatever it left
-                # running in its group goes too.
+                # On a timeout (cancellation) too: the whole group goes, then is reaped.
+                reader.cancel()
                 _kill_group(proc.pid)
-        message = bytes(kept).decode(errors="replace").strip()[:MAX_MESSAGE] or None
-        if status == 0:
-            return Decision.allow()
-        if message is None:
-            how = f"killed by signal {-status}" if status < 0 else f"exited with status {status}"
-            message = f"rule script {how}"
-        return Decision.deny(message)
+                self._groups.discard(proc.pid)
+                if proc.returncode is None:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(proc.wait(), 1.0)
+        return _verdict(status, bytes(kept))
 
     async def aclose(self) -> None:
-        pass
+        """Kill every script still running (their requests deny)."""
+        for pgid in list(self._groups):
+            _kill_group(pgid)
+
+
+async def _read_into(stream: asyncio.StreamReader, kept: bytearray) -> None:
+    # Read to EOF (a script blocked on a full pipe would never exit), keep the start.
+    while chunk := await stream.read(65536):
+        if len(kept) < MAX_MESSAGE * 4:
+            kept += chunk
+
+
+def _verdict(status: int, output: bytes) -> Decision:
+    message = output.decode(errors="replace").strip()[:MAX_MESSAGE] or None
+    if status == 0:
+        return Decision.allow()
+    if status < 0:
+        return Decision.error(f"rule script was killed by signal {-status}")
+    if message is None and status != 1:
+        message = f"rule script exited with status {status}"
+    return Decision.deny(message)
 
 
 def _kill_group(pgid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass

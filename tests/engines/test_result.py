@@ -98,3 +98,10 @@ def test_long_string_results_are_cut_in_the_message() -> None:
     decision = parse_result("y" * 5000)
     assert decision.reason is Reason.RULE_ERROR
     assert decision.message is not None and len(decision.message) < 200
+
+
+@pytest.mark.parametrize("limit", [float("inf"), float("nan")])
+def test_non_finite_max_tx_bytes_denies(limit: float) -> None:
+    # Python callers (not JSON, which has no inf/nan) could pass these; int(inf) would raise.
+    decision = parse_result({"allow": {"max_tx_bytes": limit}})
+    assert decision.reason is Reason.RULE_ERROR and not decision.allowed
