@@ -40,13 +40,13 @@ def write_cert_dir(directory: Path, cert_pem: bytes, system: Path | None) -> Pat
     that no longer resolve are removed. Returns `directory`. Blocking file I/O.
     """
     directory.mkdir(mode=0o755, exist_ok=True)
-    system_names = (
-        {n for n in os.listdir(system) if _HASHED.match(n)} if system is not None else set()
-    )
-    for name in system_names:
-        link = directory / name
-        if not link.is_symlink() and not link.exists():
-            link.symlink_to(system / name)
+    system_names: set[str] = set()
+    if system is not None:
+        system_names = {n for n in os.listdir(system) if _HASHED.match(n)}
+        for name in system_names:
+            link = directory / name
+            if not link.is_symlink() and not link.exists():
+                link.symlink_to(system / name)
     for entry in directory.iterdir():
         if entry.is_symlink() and not entry.exists():
             entry.unlink()
