@@ -1,0 +1,169 @@
+"""The network plumbing of one strong-mode jail, made and taken back with pyroute2.
+
+`create_jail_network(spec, undo)` makes, in this order, pushing an undo step onto `undo`
+right after each resource exists (so a failure half way leaves exactly the steps to take
+back what was made; the caller runs `undo.run()`):
+
+1. the netns `httpjail_<jail_id>`;
+2. a veth pair, host end `spec.host_veth`, jail end `hjj<jail_id>`, the jail end moved
+   into the netns;
+3. IPv6 disabled on both ends (and on `all`, `default` and `lo` inside the netns), before
+   any link is up, so not even a router solicitation leaves;
+4. `spec.host_addr` on the host end, `spec.jail_addr` on the jail end, both ends and the
+   jail's `lo` up, a default route in the jail via `spec.host_addr`;
+5. `/etc/netns/httpjail_<jail_id>/resolv.conf` with `nameserver <host_addr>` (what
+   `ip netns exec` bind-mounts over /etc/resolv.conf).
+
+Addresses and routes are not undo steps of their own: they go with their links, and the
+jail end goes with the netns. Nothing here touches nftables (see `nft.py`) or sends a
+packet. Blocking (netlink, `ip netns exec`): run it at setup, never on the proxy's loop.
+
+Example::
+
+    undo = UndoStack()
+    host, jail = allocate_subnet()
+    spec = JailNetSpec(jail_id="a1b2c3", host_veth="hj-a1b2c3", host_addr=host,
+                       jail_addr=jail, proxy_port=8443, dns_port=5353)
+    try:
+        create_jail_network(spec, undo)
+        ...   # nft rules, the proxy, the jailed child
+    finally:
+        undo.run()
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+from collections.abc import Collection
+from ipaddress import IPv4Interface, IPv4Network
+from pathlib import Path
+
+from pyroute2 import IPRoute, netns
+
+from httpjail_py.jail.cleanup import UndoStack
+from httpjail_py.jail.linux.nft import JailNetSpec
+
+__all__ = [
+    "DEFAULT_POOL",
+    "NETNS_ETC",
+    "NETNS_PREFIX",
+    "allocate_subnet",
+    "create_jail_network",
+    "jail_ifname",
+    "jail_network_exists",
+    "netns_name",
+]
+
+NETNS_PREFIX = "httpjail_"
+JAIL_IF_PREFIX = "hjj"
+NETNS_ETC = Path("/etc/netns")
+DEFAULT_POOL = IPv4Network("10.200.0.0/16")
+
+
+def netns_name(jail_id: str) -> str:
+    """The jail's network namespace: `httpjail_<jail_id>`."""
+    return f"{NETNS_PREFIX}{jail_id}"
+
+
+def jail_ifname(jail_id: str) -> str:
+    """The jail end of the veth pair: `hjj<jail_id>` (at most 15 characters)."""
+    return f"{JAIL_IF_PREFIX}{jail_id}"
+
+
+def jail_network_exists(jail_id: str) -> bool:
+    """Whether the jail's netns exists (its veth and addresses live and die with it)."""
+    return netns_name(jail_id) in netns.listnetns()
+
+
+def allocate_subnet(
+    pool: IPv4Network = DEFAULT_POOL, taken: Collection[IPv4Network] = ()
+) -> tuple[IPv4Interface, IPv4Interface]:
+    """A free /30 of `pool` as (host end, jail end), e.g. 10.200.0.1/30, 10.200.0.2/30.
+
+    Free means: overlapping no network in `taken` and no IPv4 address (with its prefix)
+    configured on the host right now. Raises `RuntimeError` when the pool has none left.
+    """
+    if pool.prefixlen > 30:
+        raise ValueError(f"pool {pool} is smaller than a /30")
+    used = [IPv4Network(n, strict=False) for n in taken]
+    with IPRoute() as ipr:
+        for msg in ipr.get_addr(family=socket.AF_INET):
+            address = msg.get_attr("IFA_ADDRESS") or msg.get_attr("IFA_LOCAL")
+            if address:
+                used.append(IPv4Interface(f"{address}/{msg['prefixlen']}").network)
+    for subnet in pool.subnets(new_prefix=30):
+        if not any(subnet.overlaps(u) for u in used):
+            host, jail = subnet[1], subnet[2]
+            return IPv4Interface(f"{host}/30"), IPv4Interface(f"{jail}/30")
+    raise RuntimeError(f"no free /30 left in {pool}")
+
+
+def _delete_link(ifname: str) -> None:
+    with IPRoute() as ipr:
+        for index in ipr.link_lookup(ifname=ifname):
+            ipr.link("del", index=index)
+
+
+def _remove_netns(name: str) -> None:
+    if name in netns.listnetns():
+        netns.remove(name)
+
+
+def _disable_ipv6_in_netns(name: str, ifnames: list[str]) -> None:
+    args = [f"net.ipv6.conf.{i}.disable_ipv6=1" for i in ifnames]
+    subprocess.run(
+        ["ip", "netns", "exec", name, "sysctl", "-q", "-w", *args],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+
+
+def create_jail_network(spec: JailNetSpec, undo: UndoStack) -> None:
+    """Make the jail's netns, veth pair, addresses, route and resolv.conf (module doc).
+
+    On any error it raises with the undo steps of what it made already pushed; the caller
+    runs `undo.run()`. A resource that existed before (a link named `spec.host_veth`, the
+    netns) makes it fail before it would ever register an undo step for it.
+    """
+    ns = netns_name(spec.jail_id)
+    jail_if = jail_ifname(spec.jail_id)
+    host_ip, host_len = str(spec.host_addr.ip), spec.host_addr.network.prefixlen
+    jail_ip, jail_len = str(spec.jail_addr.ip), spec.jail_addr.network.prefixlen
+
+    if ns in netns.listnetns():
+        raise FileExistsError(f"network namespace {ns} already exists")
+    netns.create(ns)
+    undo.push(f"remove netns {ns}", lambda: _remove_netns(ns))
+
+    with IPRoute() as ipr:
+        for name in (spec.host_veth, jail_if):
+            if ipr.link_lookup(ifname=name):
+                raise FileExistsError(f"a link named {name} already exists on the host")
+        ipr.link("add", ifname=spec.host_veth, kind="veth", peer={"ifname": jail_if})
+        undo.push(f"delete veth {spec.host_veth}", lambda: _delete_link(spec.host_veth))
+        [host_idx] = ipr.link_lookup(ifname=spec.host_veth)
+        [jail_idx] = ipr.link_lookup(ifname=jail_if)
+        ipr.link("set", index=jail_idx, net_ns_fd=ns)
+        Path(f"/proc/sys/net/ipv6/conf/{spec.host_veth}/disable_ipv6").write_text("1\n")
+        _disable_ipv6_in_netns(ns, ["all", "default", "lo", jail_if])
+        ipr.addr("add", index=host_idx, address=host_ip, prefixlen=host_len)
+        ipr.link("set", index=host_idx, state="up")
+
+    # flags=0: open the existing netns, never create one by that name.
+    with IPRoute(netns=ns, flags=0) as jpr:
+        [lo_idx] = jpr.link_lookup(ifname="lo")
+        [jail_idx] = jpr.link_lookup(ifname=jail_if)
+        jpr.addr("add", index=jail_idx, address=jail_ip, prefixlen=jail_len)
+        jpr.link("set", index=lo_idx, state="up")
+        jpr.link("set", index=jail_idx, state="up")
+        jpr.route("add", dst="0.0.0.0/0", gateway=host_ip, oif=jail_idx)
+
+    # /etc/netns itself is iproute2's, shared by every netns: made if missing, left.
+    NETNS_ETC.mkdir(parents=True, exist_ok=True)
+    etc = NETNS_ETC / ns
+    etc.mkdir(exist_ok=False)
+    undo.push(f"remove {etc}", lambda: shutil.rmtree(etc, ignore_errors=False))
+    (etc / "resolv.conf").write_text(f"nameserver {host_ip}\n")
