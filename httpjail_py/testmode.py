@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from httpjail_py.engines.base import RequestInfo, RuleEngine
+from httpjail_py.engines.base import DEFAULT_PORTS, RequestInfo, RuleEngine
 
 __all__ = ["parse_test_args", "request_from_url", "run_test"]
-
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def parse_test_args(values: list[str]) -> tuple[str, str]:
@@ -25,9 +23,9 @@ def request_from_url(method: str, url: str) -> RequestInfo:
     """Raises ValueError for a URL that is not http(s)://host..."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
-    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+    if scheme not in DEFAULT_PORTS or not parts.hostname:
         raise ValueError(f"{url!r} is not an http:// or https:// URL with a host")
-    port = parts.port or _DEFAULT_PORTS[scheme]
+    port = parts.port or DEFAULT_PORTS[scheme]
     return RequestInfo(
         method=method,
         scheme=scheme,

@@ -11,7 +11,9 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-__all__ = ["Action", "Decision", "RequestInfo", "RuleEngine", "Reason"]
+__all__ = ["Action", "Decision", "RequestInfo", "RuleEngine", "Reason", "DEFAULT_PORTS"]
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class Action(enum.Enum):
@@ -52,7 +54,7 @@ class RequestInfo:
 
     @property
     def url(self) -> str:
-        default = {"http": 80, "https": 443}.get(self.scheme)
+        default = DEFAULT_PORTS.get(self.scheme)
         host = f"[{self.host}]" if ":" in self.host else self.host
         authority = host if self.port == default else f"{host}:{self.port}"
         query = f"?{self.query}" if self.query else ""

@@ -23,7 +23,6 @@ import collections
 import contextlib
 import json
 import logging
-import os
 import shlex
 import shutil
 import signal
@@ -31,6 +30,7 @@ import signal
 from httpjail_py.engines.base import Decision, RequestInfo
 from httpjail_py.engines.result import parse_answer_line
 from httpjail_py.errors import RuleError
+from httpjail_py.procgroup import signal_group
 
 __all__ = ["ProcEngine"]
 
@@ -204,7 +204,7 @@ class ProcEngine:
             if not self._closed:
                 self._failures += 1
                 log.warning("rule process %s failed: %s", self._argv[0], why)
-        _kill_group(worker.proc)
+        signal_group(worker.proc.pid, signal.SIGKILL)
         if worker.proc.stdin is not None:
             worker.proc.stdin.close()
         while worker.waiting:
@@ -239,10 +239,3 @@ class ProcEngine:
 
 def _exited(status: int) -> str:
     return f"it was killed by signal {-status}" if status < 0 else f"it exited with status {status}"
-
-
-def _kill_group(proc: asyncio.subprocess.Process) -> None:
-    # The group outlives its leader while a helper it started is in it, so this is
-    # tried even when the process itself has exited.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)

@@ -25,6 +25,7 @@ from collections.abc import Mapping
 
 from httpjail_py.engines.base import Decision, RequestInfo
 from httpjail_py.engines.result import MAX_MESSAGE
+from httpjail_py.procgroup import signal_group
 
 __all__ = ["ShellEngine", "request_env"]
 
@@ -101,12 +102,12 @@ class ShellEngine:
                 while proc.returncode is None and not reader.done():
                     await asyncio.wait({reader}, timeout=_EXIT_POLL)
                 status = proc.returncode if proc.returncode is not None else await proc.wait()
-                _kill_group(proc.pid)  # what it left behind, which may hold stdout open
+                signal_group(proc.pid, signal.SIGKILL)  # what it left behind, which may hold stdout open
                 await asyncio.wait({reader}, timeout=_OUTPUT_GRACE)
             finally:
                 # On a timeout (cancellation) too: the whole group goes, then is reaped.
                 reader.cancel()
-                _kill_group(proc.pid)
+                signal_group(proc.pid, signal.SIGKILL)
                 self._groups.discard(proc.pid)
                 if proc.returncode is None:
                     with contextlib.suppress(TimeoutError):
@@ -116,7 +117,7 @@ class ShellEngine:
     async def aclose(self) -> None:
         """Kill every script still running (their requests deny)."""
         for pgid in list(self._groups):
-            _kill_group(pgid)
+            signal_group(pgid, signal.SIGKILL)
 
 
 async def _read_into(stream: asyncio.StreamReader, kept: bytearray) -> None:
@@ -135,8 +136,3 @@ def _verdict(status: int, output: bytes) -> Decision:
     if message is None and status != 1:
         message = f"rule script exited with status {status}"
     return Decision.deny(message)
-
-
-def _kill_group(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)

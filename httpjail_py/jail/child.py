@@ -16,6 +16,7 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from httpjail_py.jail.signals import HANDLED, hold_signals, on_signals
+from httpjail_py.procgroup import signal_group
 
 __all__ = ["run_child", "TIMEOUT_EXIT", "KILL_GRACE_SECONDS"]
 
@@ -57,22 +58,14 @@ def _child_setup(tty: int | None) -> None:
         signal.signal(sig, signal.SIG_DFL)
 
 
-def _killpg(pgid: int, sig: int) -> bool:
-    try:
-        os.killpg(pgid, sig)
-        return True
-    except ProcessLookupError:
-        return False
-
-
 async def _stop_group(pgid: int, proc: asyncio.subprocess.Process, first: int) -> None:
     """Send `first` to the group, then SIGKILL whatever is left after a grace period."""
-    _killpg(pgid, first)
+    signal_group(pgid, first)
     try:
         await asyncio.wait_for(proc.wait(), KILL_GRACE_SECONDS)
     except TimeoutError:
         pass
-    _killpg(pgid, signal.SIGKILL)
+    signal_group(pgid, signal.SIGKILL)
 
 
 def exit_status(returncode: int) -> int:
@@ -102,7 +95,7 @@ async def run_child(argv: Sequence[str], env: Mapping[str, str], *, timeout: flo
         if not stopping:
             stopping.append(loop.create_task(_stop_group(pgid, proc, sig)))
         else:
-            _killpg(pgid, sig)
+            signal_group(pgid, sig)
 
     on_signals(forward)
     try:
@@ -120,9 +113,9 @@ async def run_child(argv: Sequence[str], env: Mapping[str, str], *, timeout: flo
         for task in stopping:
             task.cancel()
         # Whatever the command left running in its group would outlive its jail.
-        if _killpg(pgid, signal.SIGTERM):
+        if signal_group(pgid, signal.SIGTERM):
             await asyncio.sleep(0.2)
-            _killpg(pgid, signal.SIGKILL)
+            signal_group(pgid, signal.SIGKILL)
         if tty is not None:
             with contextlib.suppress(OSError):
                 _give_terminal(tty, os.getpgrp())

@@ -33,7 +33,7 @@ from mitmproxy.net.http import url as mitm_url
 from mitmproxy.proxy import server_hooks
 
 from httpjail_py.audit import AuditRecord
-from httpjail_py.engines.base import Decision, Reason, RequestInfo, RuleEngine
+from httpjail_py.engines.base import DEFAULT_PORTS, Decision, Reason, RequestInfo, RuleEngine
 from httpjail_py.logfiles import utc_timestamp
 from httpjail_py.proxy import patches
 from httpjail_py.proxy.flowstate import FlowState, request_head_size
@@ -49,7 +49,6 @@ log = logging.getLogger("httpjail.proxy")
 BLOCKED_MESSAGE = "Request blocked by httpjail"
 LOOP_HEADER = "Httpjail-Loop-Prevention"
 _STATE = "httpjail"
-_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 
 def _normal_host(host: str) -> str:
@@ -159,7 +158,7 @@ class JailAddon:
                 h_host, h_port = mitm_url.parse_authority(host_header, check=True)
             except ValueError:
                 return Decision.deny(f"malformed Host header {host_header!r}", Reason.HOST_MISMATCH)
-            h_port = h_port or _DEFAULT_PORTS.get(request.scheme, request.port)
+            h_port = h_port or DEFAULT_PORTS.get(request.scheme, request.port)
             if (_normal_host(h_host), h_port) != (_normal_host(request.host), request.port):
                 return Decision.deny(
                     f"Host header {host_header!r} does not match the request target "
