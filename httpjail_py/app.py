@@ -9,7 +9,7 @@ import os
 import sys
 
 from httpjail_py.ca import CaFiles, ensure_ca, system_ca_file
-from httpjail_py.config import Config, RunMode
+from httpjail_py.config import Config, Listener, RunMode
 from httpjail_py.errors import JailSetupError
 from httpjail_py.jail import select_jail
 from httpjail_py.jail.signals import hold_signals, on_signals, release_signals
@@ -129,8 +129,17 @@ async def _run(config: Config) -> int:
             )
 
         jail = None if config.mode is RunMode.SERVER else select_jail(config)
-        addon = JailAddon(engine, recorder, jail_id=f"{jail.name}-{os.getpid()}" if jail else "server")
-        listen = jail.listen() if jail else [config.http_bind, config.https_bind]
+        if jail is not None:
+            stack.push_async_callback(jail.teardown)
+            await jail.prepare()
+        addon = JailAddon(engine, recorder, jail_id=jail.jail_id if jail else "server")
+        if jail is not None and (client := jail.client()) is not None:
+            addon.register_jail(client.address, client.jail_id, client.name_for)
+        listen = (
+            jail.listeners()
+            if jail
+            else [Listener("regular", config.http_bind), Listener("regular", config.https_bind)]
+        )
         stop = asyncio.Event()
         if jail is None:
             # In server mode a signal is a request to stop cleanly (exit 0) from before the
@@ -152,7 +161,6 @@ async def _run(config: Config) -> int:
             _say(f"proxy listening on {binds[0]} (HTTP) and {binds[1]} (HTTPS); CA: {ca.cert}")
             return await _serve_until(stop)
 
-        stack.push_async_callback(jail.teardown)
         await jail.setup(binds)
         log.info("jail %s ready; proxy on %s and %s", jail.name, binds[0], binds[1])
         env = jail.child_env(os.environ, ca, binds)

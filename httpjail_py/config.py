@@ -13,6 +13,7 @@ from pathlib import Path
 
 __all__ = [
     "Config",
+    "Listener",
     "RunMode",
     "RuleSource",
     "Bind",
@@ -46,6 +47,20 @@ class Bind:
 
     def __str__(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """One proxy listener: `regular` (a forward proxy: HTTP_PROXY, CONNECT) or
+    `transparent` (connections redirected by the jail's NAT, destination from
+    SO_ORIGINAL_DST)."""
+
+    mode: str
+    bind: Bind
+
+    def spec(self) -> str:
+        """The mitmproxy mode spec, e.g. `transparent@10.200.0.1:0`."""
+        return f"{self.mode}@{self.bind}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -8,14 +8,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from httpjail_py.ca import CaFiles
-from httpjail_py.config import Bind
+from httpjail_py.config import Bind, Listener
 from httpjail_py.jail.base import Jail
 from httpjail_py.jail.child import run_child
 
-__all__ = ["WeakJail", "proxy_env"]
+__all__ = ["WeakJail", "proxy_env", "BYPASS_VARS"]
 
 # Variables that would let some hosts bypass the proxy.
-_BYPASS_VARS = ("NO_PROXY", "no_proxy")
+BYPASS_VARS = ("NO_PROXY", "no_proxy")
 
 
 def proxy_env(http_proxy: Bind, https_proxy: Bind) -> dict[str, str]:
@@ -33,13 +33,13 @@ def proxy_env(http_proxy: Bind, https_proxy: Bind) -> dict[str, str]:
 class WeakJail(Jail):
     name = "weak"
 
-    def listen(self) -> list[Bind]:
-        return [self.config.http_bind, self.config.https_bind]
+    def listeners(self) -> list[Listener]:
+        return [Listener("regular", self.config.http_bind), Listener("regular", self.config.https_bind)]
 
-    def child_env(self, env: Mapping[str, str], ca: CaFiles, proxy: Sequence[Bind]) -> dict[str, str]:
-        out = {k: v for k, v in env.items() if k not in _BYPASS_VARS}
+    def child_env(self, env: Mapping[str, str], ca: CaFiles, bound: Sequence[Bind]) -> dict[str, str]:
+        out = {k: v for k, v in env.items() if k not in BYPASS_VARS}
         out.update(ca.child_env())
-        out.update(proxy_env(proxy[0], proxy[1]))
+        out.update(proxy_env(bound[0], bound[1]))
         return out
 
     async def run(self, argv: Sequence[str], env: Mapping[str, str]) -> int:

@@ -37,6 +37,8 @@ from httpjail_py.engines.base import DEFAULT_PORTS, Decision, Reason, RequestInf
 from httpjail_py.logfiles import utc_timestamp
 from httpjail_py.proxy import patches
 from httpjail_py.proxy.flowstate import FlowState, request_head_size
+from httpjail_py.proxy.jails import JailRegistry, is_transparent, normal_host
+from httpjail_py.proxy.transparent import TransparentGuard
 from httpjail_py.recorder import Recorder
 
 if TYPE_CHECKING:
@@ -49,10 +51,6 @@ log = logging.getLogger("httpjail.proxy")
 BLOCKED_MESSAGE = "Request blocked by httpjail"
 LOOP_HEADER = "Httpjail-Loop-Prevention"
 _STATE = "httpjail"
-
-
-def _normal_host(host: str) -> str:
-    return host.lower().rstrip(".").strip("[]")
 
 
 def blocked_response(decision: Decision, status: int = 403) -> http.Response:
@@ -74,12 +72,18 @@ class JailAddon:
     def __init__(self, engine: RuleEngine, recorder: Recorder, *, jail_id: str = "") -> None:
         self.engine = engine
         self.recorder = recorder
-        self.jail_id = jail_id
+        self.jails = JailRegistry(jail_id)
         # Each proxy instance stamps outgoing requests with its own nonce; seeing it come
         # back means the request looped through us (httpjail issue #84).
         self.loop_nonce = secrets.token_hex(8)
         self._allowed_targets: dict[str, set[tuple[str, int]]] = {}
         self.started: asyncio.Event = asyncio.Event()
+        # mitmproxy calls the hooks of these after ours.
+        self.addons = [TransparentGuard(self.jails, self._record_refusal)]
+
+    def register_jail(self, address: str, jail_id: str, name_for: Callable[[str], str | None]) -> None:
+        """Attribute connections from `address` to `jail_id`; `name_for` reads its fake addresses."""
+        self.jails.register(address, jail_id, name_for)
 
     def running(self) -> None:
         """mitmproxy's hook: the listeners are set up (or failed to be)."""
@@ -111,8 +115,10 @@ class JailAddon:
         if flow.error:  # mitmproxy refused the request itself and answers it (400)
             self._record_invalid(flow)
             return
+        decision = self.jails.name_transparent(flow) if is_transparent(flow.client_conn) else None
         info = self._request_info(flow)
-        decision = self._precheck(flow, info)
+        if decision is None:
+            decision = self._precheck(flow, info)
         engine = "httpjail"
         if decision is None:
             engine = self.engine.name
@@ -159,7 +165,7 @@ class JailAddon:
             except ValueError:
                 return Decision.deny(f"malformed Host header {host_header!r}", Reason.HOST_MISMATCH)
             h_port = h_port or DEFAULT_PORTS.get(request.scheme, request.port)
-            if (_normal_host(h_host), h_port) != (_normal_host(request.host), request.port):
+            if (normal_host(h_host), h_port) != (normal_host(request.host), request.port):
                 return Decision.deny(
                     f"Host header {host_header!r} does not match the request target "
                     f"{info.host}:{info.port}",
@@ -169,7 +175,7 @@ class JailAddon:
         # http:// request sent over TLS to the proxy itself (an https:// proxy URL)
         # carries the proxy's name.
         sni = flow.client_conn.sni if request.scheme == "https" else None
-        if sni and _normal_host(sni) != _normal_host(request.host):
+        if sni and normal_host(sni) != normal_host(request.host):
             return Decision.deny(
                 f"TLS SNI {sni!r} does not match the request target {info.host}", Reason.HOST_MISMATCH
             )
@@ -181,13 +187,13 @@ class JailAddon:
         return RequestInfo(
             method=request.method,
             scheme=request.scheme,
-            host=_normal_host(request.host),
+            host=normal_host(request.host),
             port=request.port,
             path=path or "/",
             query=query,
             headers={k.lower(): v for k, v in request.headers.items()},
             requester_ip=flow.client_conn.peername[0] if flow.client_conn.peername else "",
-            jail=self.jail_id,
+            jail=self.jails.jail_id(flow.client_conn),
         )
 
     def _apply_tx_limit(self, flow: http.HTTPFlow, state: FlowState, head: int, limit: int) -> Decision:
@@ -281,7 +287,7 @@ class JailAddon:
         self.recorder.finished(
             AuditRecord(
                 time=utc_timestamp(datetime.datetime.fromtimestamp(state.started_wall, datetime.UTC)),
-                jail=self.jail_id,
+                jail=self.jails.jail_id(flow.client_conn),
                 client=f"{peer[0]}:{peer[1]}" if peer else "",
                 method=info.method,
                 url=info.url,
@@ -316,6 +322,7 @@ class JailAddon:
     def _refuse_stream(self, flow: tcp.TCPFlow | udp.UDPFlow, kind: str) -> None:
         address = flow.server_conn.address
         host, port = (str(address[0]), int(address[1])) if address else ("unknown", 0)
+        host = self.jails.display(flow.client_conn, host)
         decision = Decision.deny(f"{kind} that is not HTTP is not allowed", Reason.NOT_HTTP)
         self._record_refusal(flow.client_conn, kind, f"{host}:{port}", host, port, decision, None)
         # flow.kill() alone does not stop mitmproxy's TCP layer: it dials the server
@@ -357,11 +364,11 @@ class JailAddon:
         self.recorder.finished(
             AuditRecord(
                 time=utc_timestamp(),
-                jail=self.jail_id,
+                jail=self.jails.jail_id(client),
                 client=f"{peer[0]}:{peer[1]}" if peer else "",
                 method=method,
                 url=target,
-                host=_normal_host(host),
+                host=normal_host(host),
                 port=port,
                 decision="deny",
                 reason=str(decision.reason),

@@ -17,7 +17,7 @@ from mitmproxy import options
 from mitmproxy.addons import core, disable_h2c, next_layer, proxyserver, tlsconfig
 from mitmproxy.master import Master
 
-from httpjail_py.config import Bind
+from httpjail_py.config import Bind, Listener
 from httpjail_py.errors import JailSetupError
 from httpjail_py.proxy import patches
 from httpjail_py.proxy.addon import JailAddon
@@ -29,7 +29,7 @@ log = logging.getLogger("httpjail.proxy")
 
 
 class EmbeddedProxy:
-    """One mitmproxy instance serving `regular` (forward proxy) listeners.
+    """One mitmproxy instance serving `regular` (forward proxy) and `transparent` listeners.
 
     Usage: `binds = await proxy.start()` ... `await proxy.stop()`.
     """
@@ -38,7 +38,7 @@ class EmbeddedProxy:
         self,
         addon: JailAddon,
         *,
-        listen: Sequence[Bind],
+        listen: Sequence[Listener],
         confdir: Path,
         upstream_trust: Path | None,
         verify_upstream: bool = True,
@@ -80,7 +80,7 @@ class EmbeddedProxy:
         )
         # Identical binds (both ports 0 in weak mode) share one listener: mitmproxy
         # refuses two servers with the same spec.
-        modes = list(dict.fromkeys(f"regular@{b}" for b in self._listen))
+        modes = list(dict.fromkeys(listener.spec() for listener in self._listen))
         updates: dict[str, object] = {
             "mode": modes,
             "confdir": str(self._confdir),
@@ -101,14 +101,14 @@ class EmbeddedProxy:
             raise JailSetupError("the proxy stopped while starting")
         binds: list[Bind] = []
         for wanted in self._listen:
-            server = self._proxyserver.servers[f"regular@{wanted}"]
+            server = self._proxyserver.servers[wanted.spec()]
             if not server.is_running:
                 await self.stop()
                 err = server.last_exception
                 hint = ""
                 if isinstance(err, OSError) and err.errno == 98:
                     hint = " (the port is in use: pick another with HTTPJAIL_HTTP_BIND / HTTPJAIL_HTTPS_BIND)"
-                raise JailSetupError(f"cannot listen on {wanted}: {err}{hint}")
+                raise JailSetupError(f"cannot listen on {wanted.bind}: {err}{hint}")
             host, port = server.listen_addrs[0][:2]
             binds.append(Bind(host, port))
         return binds

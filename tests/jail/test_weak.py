@@ -119,15 +119,6 @@ def test_stdout_carries_only_the_childs_output(jail, upstream):
     assert "child-err" in result.stderr.splitlines()
 
 
-def test_without_weak_the_user_is_told_to_pass_it(jail):
-    result = jail.run([], ["true"], weak=False)
-    assert result.returncode == 2
-    assert result.stderr.startswith("httpjail:")
-    assert "--weak" in result.stderr
-    assert "Traceback" not in result.stderr
-    assert result.stdout == ""
-
-
 def test_ssl_cert_dir_alone_finds_our_ca_and_the_system_cas(jail):
     hashed = sorted(Path("/etc/ssl/certs").glob("*.0"))
     if not hashed:

@@ -18,6 +18,10 @@ Addresses and routes are not undo steps of their own: they go with their links, 
 jail end goes with the netns. Nothing here touches nftables (see `nft.py`) or sends a
 packet. Blocking (netlink, `ip netns exec`): run it at setup, never on the proxy's loop.
 
+Nothing here forks the (multi-threaded) httpjail process: pyroute2's own netns helpers
+do, so the namespace is made with `ip netns add`, and the netlink socket inside it is
+opened by a thread of its own that joins the namespace (`setns` is per thread).
+
 Example::
 
     undo = UndoStack()
@@ -33,10 +37,12 @@ Example::
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
-from collections.abc import Collection
+import threading
+from collections.abc import Callable, Collection
 from ipaddress import IPv4Interface, IPv4Network
 from pathlib import Path
 
@@ -108,7 +114,39 @@ def _delete_link(ifname: str) -> None:
 
 def _remove_netns(name: str) -> None:
     if name in netns.listnetns():
-        netns.remove(name)
+        subprocess.run(["ip", "netns", "delete", name], check=True, capture_output=True, timeout=30)
+
+
+def _add_netns(name: str) -> None:
+    result = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True, timeout=30)
+    if result.returncode != 0:
+        raise OSError(f"ip netns add {name}: {result.stderr.strip()}")
+
+
+def in_netns(name: str, fn: Callable[[], None]) -> None:
+    """Run `fn` in a new thread that has joined the netns `name`; raise what it raised.
+
+    A thread of its own, because it never leaves the namespace: a pooled thread that did
+    would run later work in the jail.
+    """
+    errors: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            fd = os.open(f"/run/netns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.setns(fd, os.CLONE_NEWNET)
+            finally:
+                os.close(fd)
+            fn()
+        except BaseException as e:  # handed to the caller's thread
+            errors.append(e)
+
+    thread = threading.Thread(target=body, name=f"netns {name}")
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
 
 
 def _disable_ipv6_in_netns(name: str, ifnames: list[str]) -> None:
@@ -135,7 +173,7 @@ def create_jail_network(spec: JailNetSpec, undo: UndoStack) -> None:
 
     if ns in netns.listnetns():
         raise FileExistsError(f"network namespace {ns} already exists")
-    netns.create(ns)
+    _add_netns(ns)
     undo.push(f"remove netns {ns}", lambda: _remove_netns(ns))
 
     with IPRoute() as ipr:
@@ -152,14 +190,16 @@ def create_jail_network(spec: JailNetSpec, undo: UndoStack) -> None:
         ipr.addr("add", index=host_idx, address=host_ip, prefixlen=host_len)
         ipr.link("set", index=host_idx, state="up")
 
-    # flags=0: open the existing netns, never create one by that name.
-    with IPRoute(netns=ns, flags=0) as jpr:
-        [lo_idx] = jpr.link_lookup(ifname="lo")
-        [jail_idx] = jpr.link_lookup(ifname=jail_if)
-        jpr.addr("add", index=jail_idx, address=jail_ip, prefixlen=jail_len)
-        jpr.link("set", index=lo_idx, state="up")
-        jpr.link("set", index=jail_idx, state="up")
-        jpr.route("add", dst="0.0.0.0/0", gateway=host_ip, oif=jail_idx)
+    def configure_jail_end() -> None:
+        with IPRoute() as jpr:
+            [lo_idx] = jpr.link_lookup(ifname="lo")
+            [jail_idx] = jpr.link_lookup(ifname=jail_if)
+            jpr.addr("add", index=jail_idx, address=jail_ip, prefixlen=jail_len)
+            jpr.link("set", index=lo_idx, state="up")
+            jpr.link("set", index=jail_idx, state="up")
+            jpr.route("add", dst="0.0.0.0/0", gateway=host_ip, oif=jail_idx)
+
+    in_netns(ns, configure_jail_end)
 
     # /etc/netns itself is iproute2's, shared by every netns: made if missing, left.
     NETNS_ETC.mkdir(parents=True, exist_ok=True)

@@ -117,6 +117,8 @@ class JailNetSpec:
     """The proxy's transparent-mode TCP port on host_addr."""
     dns_port: int
     """The DNS sinkhole's port (UDP and TCP) on host_addr."""
+    http_proxy_port: int | None = None
+    """The proxy's forward-proxy (HTTP_PROXY) port on host_addr, reached without DNAT."""
 
     def __post_init__(self) -> None:
         _check_jail_id(self.jail_id)
@@ -129,10 +131,12 @@ class JailNetSpec:
             raise ValueError(f"host_addr and jail_addr must differ, both are {host.ip}")
         _check_port("proxy_port", self.proxy_port)
         _check_port("dns_port", self.dns_port)
-        if self.proxy_port == self.dns_port:
-            raise ValueError(
-                f"proxy_port and dns_port must differ (both TCP on host_addr), both are {self.dns_port}"
-            )
+        ports = {"proxy_port": self.proxy_port, "dns_port": self.dns_port}
+        if self.http_proxy_port is not None:
+            _check_port("http_proxy_port", self.http_proxy_port)
+            ports["http_proxy_port"] = self.http_proxy_port
+        if len(set(ports.values())) != len(ports):
+            raise ValueError(f"the ports must differ (all TCP on host_addr), got {ports}")
 
 
 def table_name(spec: JailNetSpec) -> str:
@@ -163,6 +167,12 @@ def render_host_ruleset(spec: JailNetSpec) -> str:
     """
     veth = f'iifname "{spec.host_veth}"'
     host, jail = spec.host_addr.ip, spec.jail_addr.ip
+    # The forward proxy (what HTTP_PROXY names) is reached as itself: `accept` in a nat
+    # chain only means "no translation here"; the input chain below still decides.
+    direct = [] if spec.http_proxy_port is None else [
+        f"{veth} ip daddr {host} tcp dport {spec.http_proxy_port} accept"
+    ]
+    proxy_ports = [spec.proxy_port] + ([] if spec.http_proxy_port is None else [spec.http_proxy_port])
     # Chain names avoid `fwd`, `in` and `out`: nft 1.0.6 parses them as keywords.
     prerouting = _chain(
         "prerouting",
@@ -171,6 +181,7 @@ def render_host_ruleset(spec: JailNetSpec) -> str:
         # Docker's (iptables) DNAT of published ports sits at dstnat and was registered first.
         "type nat hook prerouting priority dstnat - 1; policy accept;",
         [
+            *direct,
             # `dnat ip to`: in an inet table nft requires the address family on dnat.
             f"{veth} tcp dport 53 dnat ip to {host}:{spec.dns_port}",
             f"{veth} udp dport 53 dnat ip to {host}:{spec.dns_port}",
@@ -192,7 +203,7 @@ def render_host_ruleset(spec: JailNetSpec) -> str:
             f"{veth} ct state established,related accept",
             # saddr: the proxy tells jails apart by client address, so no spoofing another.
             # One rule per protocol, no anonymous sets: `nft replace rule` crashes on them.
-            f"{from_jail} tcp dport {spec.proxy_port} accept",
+            *(f"{from_jail} tcp dport {port} accept" for port in proxy_ports),
             f"{from_jail} tcp dport {spec.dns_port} accept",
             f"{from_jail} udp dport {spec.dns_port} accept",
             f"{veth} counter drop",

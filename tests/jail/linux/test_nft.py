@@ -120,6 +120,15 @@ def test_other_addresses_and_ports_land_in_every_rule() -> None:
     assert "ip saddr 172.31.255.253 ip daddr 172.31.255.254 udp dport 53 accept" in render_jail_ruleset(other)
 
 
+def test_the_forward_proxy_port_is_reached_without_dnat() -> None:
+    text = render_host_ruleset(spec(http_proxy_port=3128))
+    prerouting = text.split("chain prerouting {")[1].split("}")[0].strip().splitlines()
+    # First, so that the catch-all TCP DNAT below never sees it.
+    assert prerouting[1].strip() == 'iifname "hj-a1b2c3" ip daddr 10.200.0.1 tcp dport 3128 accept'
+    assert "ip saddr 10.200.0.2 ip daddr 10.200.0.1 tcp dport 3128 accept" in text
+    assert "3128" not in render_host_ruleset(SPEC)
+
+
 def test_several_jails_get_distinct_tables() -> None:
     specs = [
         spec(jail_id=jail_id, host_veth=f"hj-{jail_id}")
@@ -184,6 +193,10 @@ NET = IPv4Interface
         ({"dns_port": 0}, "dns_port"),
         ({"dns_port": 70000}, "dns_port"),
         ({"dns_port": 8443}, "must differ"),
+        ({"http_proxy_port": 0}, "http_proxy_port"),
+        ({"http_proxy_port": "3128"}, "http_proxy_port"),
+        ({"http_proxy_port": 5353}, "must differ"),
+        ({"http_proxy_port": 8443}, "must differ"),
     ],
     ids=repr,
 )
@@ -210,6 +223,7 @@ ODD_SPECS = [
     spec(host_veth="a" * 15, proxy_port=1, dns_port=65535),
     spec(host_veth="-x.y_Z9", host_addr=NET("192.168.7.6/30"), jail_addr=NET("192.168.7.5/30")),
     spec(host_veth="0"),
+    spec(http_proxy_port=3128),
 ]
 
 

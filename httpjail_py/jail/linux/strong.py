@@ -1,0 +1,211 @@
+"""The Linux strong jail: the child runs in a network namespace of its own whose only way
+out is the proxy and the DNS sinkhole on the host end of its veth.
+
+    prepare   sweep what dead jails left; claim an id; a free /30 and the netns, veth,
+              addresses, route and resolv.conf (`netns.create_jail_network`)
+    (the proxy starts: a transparent and a forward-proxy listener on the host end)
+    setup     the DNS sinkhole on the host end; the host nftables table (NAT of every TCP
+              flow to the transparent listener, DNS to the sinkhole, nothing forwarded);
+              the jail's own table as a second layer
+    run       `enter.py` joins the netns, drops capabilities (and root, under sudo), and
+              becomes the command, in the process group and terminal `child` gives it
+    teardown  everything above, newest first; then the claim on the id
+
+Each step is blocking (netlink, `nft`) and runs in a thread. A signal that cancels
+`prepare` half way does not stop the thread; `teardown` waits for it before undoing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import pwd
+import socket
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from ipaddress import IPv4Address
+from pathlib import Path
+
+from httpjail_py.ca import CaFiles
+from httpjail_py.config import Bind, Config, Listener
+from httpjail_py.errors import JailSetupError
+from httpjail_py.jail.base import Jail, JailClient
+from httpjail_py.jail.child import run_child
+from httpjail_py.jail.cleanup import UndoStack
+from httpjail_py.jail.linux.dns import FakeAddressPool
+from httpjail_py.jail.linux.dns_server import DnsSinkhole
+from httpjail_py.jail.linux.liveness import Claim, claim, host_veth_name, subnet_lock, sweep
+from httpjail_py.jail.linux.netns import NETNS_ETC, allocate_subnet, create_jail_network, netns_name
+from httpjail_py.jail.linux.nft import JailNetSpec, render_delete, render_host_ruleset, render_jail_ruleset
+from httpjail_py.jail.weak import BYPASS_VARS, proxy_env
+
+__all__ = ["StrongJail", "load_ruleset"]
+
+log = logging.getLogger("httpjail")
+
+# Run as a script by path (module doc of enter.py), never imported.
+ENTER_SCRIPT = Path(__file__).with_name("enter.py")
+
+
+def load_ruleset(text: str, *, netns: str | None = None) -> None:
+    """`nft -f -` with `text`, in the host netns or in `netns`. Raises JailSetupError."""
+    argv = ["nft", "-f", "-"]
+    if netns is not None:
+        argv = ["ip", "netns", "exec", netns, *argv]
+    result = subprocess.run(argv, input=text, capture_output=True, text=True, timeout=30)
+    if result.returncode != 0:
+        where = f"in {netns}" if netns else "on the host"
+        raise JailSetupError(f"cannot load the jail's nftables rules {where}: {result.stderr.strip()}")
+
+
+def _delete_table(spec: JailNetSpec) -> None:
+    result = subprocess.run(
+        ["nft", "-f", "-"], input=render_delete(spec), capture_output=True, text=True, timeout=30
+    )
+    if result.returncode != 0 and "No such file or directory" not in result.stderr:
+        raise RuntimeError(result.stderr.strip())
+
+
+def _invoking_user() -> pwd.struct_passwd | None:
+    """Who ran `sudo httpjail`: the child runs as them. None when root ran it directly."""
+    uid = os.environ.get("SUDO_UID", "")
+    if not uid.isdigit() or int(uid) == 0:
+        return None
+    try:
+        return pwd.getpwuid(int(uid))
+    except KeyError:
+        return None
+
+
+def _free_ports(host: str, count: int) -> list[int]:
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind((host, 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+class StrongJail(Jail):
+    name = "strong"
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        self._undo = UndoStack()
+        self._claim: Claim | None = None
+        self._spec: JailNetSpec | None = None
+        self._pool = FakeAddressPool()
+        self._dns: DnsSinkhole | None = None
+        self._preparing: asyncio.Future[None] | None = None
+        self._user = _invoking_user()
+
+    # --- prepare: the namespace ----------------------------------------------------------
+
+    async def prepare(self) -> None:
+        self._preparing = asyncio.ensure_future(asyncio.to_thread(self._make_network))
+        await asyncio.shield(self._preparing)
+
+    def _make_network(self) -> None:
+        removed = sweep()
+        if removed:
+            log.warning("removed what a killed httpjail left behind: %s", ", ".join(removed))
+        self._claim = claim()
+        jail_id = self._claim.jail_id
+        self.jail_id = netns_name(jail_id)
+        with subnet_lock():
+            host, jail = allocate_subnet()
+            # The ports are placeholders until the proxy listens (`setup`); the network
+            # does not depend on them.
+            self._spec = JailNetSpec(
+                jail_id=jail_id, host_veth=host_veth_name(jail_id), host_addr=host,
+                jail_addr=jail, proxy_port=1, dns_port=2,
+            )
+            create_jail_network(self._spec, self._undo)
+        log.info("jail %s: %s (host end %s on %s)", self.jail_id, jail.ip, host.ip, self._spec.host_veth)
+
+    def _net(self) -> JailNetSpec:
+        if self._spec is None:
+            raise RuntimeError("the strong jail is used before prepare()")
+        return self._spec
+
+    def listeners(self) -> list[Listener]:
+        host = str(self._net().host_addr.ip)
+        # mitmproxy refuses two listeners on host:0, so the ports are picked here. The
+        # address is this jail's own: nobody else is binding ports on it.
+        regular, transparent = _free_ports(host, 2)
+        return [Listener("regular", Bind(host, regular)), Listener("transparent", Bind(host, transparent))]
+
+    def client(self) -> JailClient:
+        pool = self._pool
+
+        def name_for(address: str) -> str | None:
+            try:
+                return pool.name_for(IPv4Address(address)) if IPv4Address(address) in pool.network else None
+            except ValueError:
+                return None
+
+        return JailClient(str(self._net().jail_addr.ip), self.jail_id, name_for)
+
+    # --- setup: the rules ----------------------------------------------------------------
+
+    async def setup(self, bound: Sequence[Bind]) -> None:
+        regular, transparent = bound
+        net = self._net()
+        try:
+            self._dns = await DnsSinkhole.start(str(net.host_addr.ip), 0, self._pool)
+        except OSError as e:
+            raise JailSetupError(f"cannot start the DNS sinkhole on {net.host_addr.ip}: {e}") from e
+        self._spec = dataclasses.replace(
+            net, proxy_port=transparent.port, dns_port=self._dns.port, http_proxy_port=regular.port
+        )
+        await asyncio.to_thread(self._load_rules, self._spec)
+
+    def _load_rules(self, spec: JailNetSpec) -> None:
+        load_ruleset(render_host_ruleset(spec))
+        self._undo.push(f"delete nft table of {self.jail_id}", lambda: _delete_table(spec))
+        load_ruleset(render_jail_ruleset(spec), netns=netns_name(spec.jail_id))
+
+    # --- run -----------------------------------------------------------------------------
+
+    def child_env(self, env: Mapping[str, str], ca: CaFiles, bound: Sequence[Bind]) -> dict[str, str]:
+        out = {k: v for k, v in env.items() if k not in BYPASS_VARS}
+        out.update(ca.child_env())
+        # Programs that honour HTTP_PROXY name their target in the CONNECT; the others are
+        # caught all the same by the NAT.
+        out.update(proxy_env(bound[0], bound[0]))
+        if self._user is not None:
+            out.update(HOME=self._user.pw_dir, USER=self._user.pw_name, LOGNAME=self._user.pw_name)
+        return out
+
+    def enter_argv(self, command: Sequence[str]) -> list[str]:
+        net = self._net()
+        ns = netns_name(net.jail_id)
+        argv = [sys.executable, "-I", "-S", str(ENTER_SCRIPT), "--netns", ns,
+                "--resolv", str(NETNS_ETC / ns / "resolv.conf")]
+        if self._user is not None:
+            argv += ["--user", f"{self._user.pw_uid}:{self._user.pw_gid}"]
+        return [*argv, "--", *command]
+
+    async def run(self, argv: Sequence[str], env: Mapping[str, str]) -> int:
+        return await run_child(self.enter_argv(argv), env, timeout=self.config.timeout)
+
+    # --- teardown ------------------------------------------------------------------------
+
+    async def teardown(self) -> None:
+        if self._preparing is not None:
+            await asyncio.wait([self._preparing])
+            if not self._preparing.cancelled():
+                self._preparing.exception()  # raised in prepare already (unless it was cancelled)
+        if self._dns is not None:
+            self._dns.close()
+            await self._dns.wait_closed()
+            self._dns = None
+        await asyncio.to_thread(self._undo.run)
+        if self._claim is not None:
+            self._claim.release()
+            self._claim = None
