@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audit-log", metavar="FILE", type=Path,
                    help="append one JSON object per request (JSON lines)")
     p.add_argument("--weak", action="store_true", help="jail through proxy environment variables only")
+    p.add_argument("--cleanup", action="store_true",
+                   help="remove the namespaces, links and nftables tables of killed jails, and exit")
     p.add_argument("--server", action="store_true",
                    help="run only the proxy (127.0.0.1:8080 HTTP, :8443 HTTPS)")
     p.add_argument("--test", nargs="+", metavar="[METHOD] URL",
@@ -132,7 +134,8 @@ def parse_config(argv: Sequence[str]) -> Config:
         if args.rule_timeout <= 0:
             raise ConfigError(f"--rule-timeout {args.rule_timeout:g}: must be a positive number of seconds")
 
-    flags = (("--server", args.server), ("--test", args.test), ("--docker-run", args.docker_run))
+    flags = (("--server", args.server), ("--test", args.test), ("--docker-run", args.docker_run),
+             ("--cleanup", args.cleanup))
     modes = [name for name, on in flags if on]
     if len(modes) > 1:
         raise ConfigError(f"{' and '.join(modes)} cannot be used together")
@@ -144,7 +147,9 @@ def parse_config(argv: Sequence[str]) -> Config:
         raise ConfigError(f"--timeout {args.timeout:g}: must be a positive number of seconds")
 
     test_method, test_url = "GET", ""
-    if args.test:
+    if args.cleanup:
+        mode = RunMode.CLEANUP
+    elif args.test:
         if len(args.test) > 2:
             raise ConfigError(f"--test takes [METHOD] URL, got {' '.join(args.test)!r}")
         test_method, test_url = parse_test_args(args.test)
@@ -209,6 +214,19 @@ def setup_logging(verbosity: int) -> None:
     logging.getLogger("mitmproxy").setLevel(mitm)
 
 
+def cleanup() -> int:
+    """`--cleanup`: sweep what killed strong jails left; say what was removed."""
+    if os.geteuid() != 0:
+        raise ConfigError("--cleanup removes network namespaces and nftables tables: run it as root (sudo)")
+    from httpjail_py.jail.linux.liveness import sweep
+
+    removed = sweep()
+    for resource in removed:
+        print(f"httpjail: removed {resource}", file=sys.stderr)
+    print(f"httpjail: cleanup done, {len(removed)} leftover resources removed", file=sys.stderr)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         # Imported here, inside the try: loading mitmproxy takes a moment, and a Ctrl-C
@@ -217,6 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         config = parse_config(sys.argv[1:] if argv is None else argv)
         setup_logging(config.verbosity)
+        if config.mode is RunMode.CLEANUP:
+            return cleanup()
         return asyncio.run(app.run(config))
     except HttpjailError as e:
         print(f"httpjail: error: {e}", file=sys.stderr)

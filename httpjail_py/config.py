@@ -29,6 +29,7 @@ class RunMode(enum.Enum):
     RUN = "run"  # jail a child command
     SERVER = "server"  # standalone proxy, no child
     TEST = "test"  # evaluate the rule against one URL and exit
+    CLEANUP = "cleanup"  # remove what killed jails left behind, and exit
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

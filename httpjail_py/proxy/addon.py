@@ -309,6 +309,8 @@ class JailAddon:
     def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
         address = data.server.address
         allowed = self._allowed_targets.get(data.client.id, set())
+        if data.server.error:  # refused already (a stream that is not HTTP), and logged
+            return
         if address is None or (address[0], address[1]) not in allowed:
             data.server.error = f"httpjail: no rule allowed a connection to {address}"
             log.warning("refused an upstream connection to %s that no rule allowed", address)

@@ -16,7 +16,12 @@ single-threaded process (not in a `preexec_fn` of the multi-threaded proxy proce
    dropped from the bounding set, so not even a setuid-root program run later gets them;
 4. the invoking user's identity (`--user UID:GID`), or, staying root, the same
    capabilities removed from the inheritable and ambient sets;
-5. `exec` of the command: 127 when it does not exist, 126 when it cannot be executed.
+5. a SIGKILL for the command when httpjail dies (`PR_SET_PDEATHSIG`, set after the change
+   of user, which clears it): a jail whose proxy is gone has nothing left to serve it;
+6. `exec` of the command: 127 when it does not exist, 126 when it cannot be executed.
+
+Everything it imports is imported before it becomes the user, who may not be able to
+read the interpreter's own library (a pyenv Python under /root).
 
 Arguments: `--netns NAME --resolv PATH [--user UID:GID] -- CMD...`.
 """
@@ -32,7 +37,8 @@ import sys
 CLONE_NEWNET = 0x40000000
 CLONE_NEWNS = 0x00020000
 MS_BIND, MS_REC, MS_SLAVE = 0x1000, 0x4000, 0x80000
-PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 24, 47, 4
+PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 1, 24, 47, 4
+SIGKILL = 9
 CAP_SYS_MODULE, CAP_SYS_PTRACE, CAP_SYS_ADMIN = 16, 19, 21
 CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF = 12, 13, 39
 DROPPED_CAPS = (CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, CAP_SYS_MODULE, CAP_SYS_PTRACE, CAP_BPF)
@@ -158,6 +164,7 @@ def parse(argv: list[str]) -> tuple[dict[str, str], list[str]]:
 
 def main(argv: list[str]) -> int:
     options, command = parse(argv)
+    parent = os.getppid()
     try:
         join_netns(options["netns"])
         private_mounts(options["resolv"])
@@ -167,6 +174,9 @@ def main(argv: list[str]) -> int:
             become(uid, gid)
         else:
             drop_inheritable()
+        _check(_libc.prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0), "set the parent-death signal")
+        if os.getppid() != parent:  # httpjail died before that took effect
+            return 125
     except OSError as e:
         _say(f"cannot enter the jail: {e}")
         return 125

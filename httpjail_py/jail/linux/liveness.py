@@ -26,6 +26,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import string
 import subprocess
 from collections.abc import Iterator
@@ -174,6 +175,11 @@ def remove_resources(jail_id: str) -> None:
             with contextlib.suppress(Exception):
                 ipr.link("del", index=index)
     if name in netns.listnetns():
+        # What the dead jail's command left running: nothing serves it any more.
+        pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True, timeout=30)
+        for pid in pids.stdout.split():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), signal.SIGKILL)
         subprocess.run(["ip", "netns", "delete", name], capture_output=True, timeout=30)
     shutil.rmtree(NETNS_ETC / name, ignore_errors=True)
 
