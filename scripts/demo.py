@@ -27,6 +27,10 @@ def heading(text: str) -> None:
 
 
 def main() -> int:
+    from httpjail_py.jail.base import strong_jail_problem
+
+    problem = strong_jail_problem()
+    strong = problem is None
     with tempfile.TemporaryDirectory(prefix="httpjail-demo-") as tmp:
         tmpdir = Path(tmp)
         upstream = start_upstream(tmpdir / "upstream")
@@ -40,13 +44,21 @@ def main() -> int:
                 f"curl -sS -o /dev/null -w '  -> HTTP %{{http_code}}\\n' {allowed}",
                 f'echo "curl GET {blocked_host}"',
                 f"curl -sS -w '  -> HTTP %{{http_code}}\\n' {blocked_host} | sed 's/^/  /'",
+                *(
+                    [
+                        f'echo "curl --noproxy \'*\' GET {blocked_host} (ignores HTTP_PROXY; caught anyway)"',
+                        f"curl -sS --noproxy '*' -w '  -> HTTP %{{http_code}}\\n' {blocked_host} | sed 's/^/  /'",
+                    ]
+                    if strong
+                    else []
+                ),
                 f'echo "python urllib POST {plain}"',
                 f"{shlex.quote(sys.executable)} -c {shlex.quote(PY_POST)} {plain}",
             ]
         )
         cmd = [
             sys.executable, "-m", "httpjail_py",
-            "--weak",
+            *([] if strong else ["--weak"]),
             "--js", RULE,
             "--request-log", str(log),
             "--upstream-ca", str(upstream.ca),
@@ -57,7 +69,11 @@ def main() -> int:
         env["XDG_CONFIG_HOME"] = str(tmpdir / "config")
         heading("the rule")
         print(f"  --js \"{RULE}\"")
-        heading("the jailed command's output (weak mode: HTTP_PROXY/HTTPS_PROXY + our CA)")
+        if strong:
+            heading("the jailed command's output (strong jail: a network namespace of its own)")
+        else:
+            heading("the jailed command's output (weak mode: HTTP_PROXY/HTTPS_PROXY + our CA)")
+            print(f"  (not the strong jail: {problem})")
         result = subprocess.run(cmd, env=env, cwd=ROOT)
         heading(f"httpjail exited with {result.returncode} (the command's own status)")
         heading(f"the request log ({log.name})")
