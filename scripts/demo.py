@@ -46,7 +46,8 @@ def main() -> int:
                 f"curl -sS -w '  -> HTTP %{{http_code}}\\n' {blocked_host} | sed 's/^/  /'",
                 *(
                     [
-                        f'echo "curl --noproxy \'*\' GET {blocked_host} (ignores HTTP_PROXY; caught anyway)"',
+                        f'echo "curl --noproxy \'*\' GET {blocked_host}"',
+                        'echo "  (this curl ignores HTTP_PROXY; the jail catches it anyway)"',
                         f"curl -sS --noproxy '*' -w '  -> HTTP %{{http_code}}\\n' {blocked_host} | sed 's/^/  /'",
                     ]
                     if strong
