@@ -48,7 +48,8 @@ def main() -> int:
                     [
                         f'echo "curl --noproxy \'*\' GET {blocked_host}"',
                         'echo "  (this curl ignores HTTP_PROXY; the jail catches it anyway)"',
-                        f"curl -sS --noproxy '*' -w '  -> HTTP %{{http_code}}\\n' {blocked_host} | sed 's/^/  /'",
+                        f"curl -sS --noproxy '*' -w '  -> HTTP %{{http_code}}\\n' {blocked_host}"
+                        " | sed 's/^/  /'",
                     ]
                     if strong
                     else []
