@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import os
 import pty
+import pwd
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -268,19 +270,26 @@ def test_root_stays_root_without_network_capabilities(jail: Jail) -> None:
         assert _caps(result.stdout, field) & NET_CAPS == 0, field
 
 
-def test_under_sudo_the_child_is_the_invoking_user(jail: Jail, tmp_path: Path) -> None:
-    home = tmp_path / "xdg"
-    home.mkdir(mode=0o755)
-    os.chmod(tmp_path, 0o755)
-    result = strong(
-        jail,
-        [],
-        ["sh", "-c", "id -u; id -g; echo $HOME; grep CapEff /proc/self/status"],
-        env={"SUDO_UID": "65534", "SUDO_GID": "65534", "XDG_CONFIG_HOME": str(home)},
-    )
+def test_under_sudo_the_child_is_the_invoking_user(jail: Jail) -> None:
+    nobody = pwd.getpwuid(65534)
+    # Under sudo the CA lives in the invoking user's home (ca.store_dir), made if missing:
+    # for nobody that is /nonexistent, removed again unless it was there before.
+    home = Path(nobody.pw_dir)
+    existed = home.exists()
+    try:
+        result = strong(
+            jail,
+            [],
+            ["sh", "-c", "id -u; id -g; echo $HOME; grep CapEff /proc/self/status"],
+            env={"SUDO_UID": str(nobody.pw_uid), "SUDO_GID": str(nobody.pw_gid)},
+        )
+    finally:
+        if not existed:
+            shutil.rmtree(home, ignore_errors=True)
     assert result.returncode == 0, result.stderr
-    uid, gid, _home, _, cap_eff = result.stdout.split()
+    uid, gid, child_home, _, cap_eff = result.stdout.split()
     assert (uid, gid) == ("65534", "65534")
+    assert child_home == nobody.pw_dir
     assert int(cap_eff, 16) == 0
 
 
