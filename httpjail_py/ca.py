@@ -31,7 +31,9 @@ from cryptography.x509.oid import NameOID
 
 from httpjail_py.certdir import system_cert_dir, write_cert_dir
 
-__all__ = ["CaFiles", "generate_ca", "store_dir", "ensure_ca", "system_ca_file", "CA_ENV_VARS"]
+__all__ = [
+    "CaFiles", "generate_ca", "store_dir", "ensure_ca", "invoking_user", "system_ca_file", "CA_ENV_VARS",
+]
 
 CA_VALIDITY = datetime.timedelta(days=3650)
 
@@ -129,7 +131,7 @@ def generate_ca(common_name: str = "httpjail CA") -> tuple[bytes, bytes]:
     return key_pem, cert.public_bytes(serialization.Encoding.PEM)
 
 
-def _invoking_user() -> pwd.struct_passwd | None:
+def invoking_user() -> pwd.struct_passwd | None:
     """The user who ran `sudo httpjail`, when we are root because of sudo."""
     if os.geteuid() != 0 or not os.environ.get("SUDO_UID", "").isdigit():
         return None
@@ -145,7 +147,7 @@ def store_dir() -> Path:
     Under sudo it is the invoking user's directory, so the CA a user trusts is the same
     with and without sudo.
     """
-    user = _invoking_user()
+    user = invoking_user()
     if user is not None:
         return Path(user.pw_dir) / ".config" / "httpjail"
     xdg = os.environ.get("XDG_CONFIG_HOME")
@@ -193,7 +195,7 @@ def _write_atomic(path: Path, data: bytes, mode: int) -> None:
 
 
 def _chown_tree(paths: list[Path]) -> None:
-    user = _invoking_user()
+    user = invoking_user()
     if user is None:
         return
     for p in paths:

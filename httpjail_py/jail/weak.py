@@ -12,10 +12,18 @@ from httpjail_py.config import Bind, Listener
 from httpjail_py.jail.base import Jail
 from httpjail_py.jail.child import run_child
 
-__all__ = ["WeakJail", "proxy_env", "BYPASS_VARS"]
+__all__ = ["WeakJail", "proxied_env", "proxy_env"]
 
 # Variables that would let some hosts bypass the proxy.
-BYPASS_VARS = ("NO_PROXY", "no_proxy")
+_BYPASS_VARS = ("NO_PROXY", "no_proxy")
+
+
+def proxied_env(env: Mapping[str, str], ca: CaFiles, http_proxy: Bind, https_proxy: Bind) -> dict[str, str]:
+    """`env` as a jailed child gets it: no proxy bypass, our CA trusted, the proxy named."""
+    out = {k: v for k, v in env.items() if k not in _BYPASS_VARS}
+    out.update(ca.child_env())
+    out.update(proxy_env(http_proxy, https_proxy))
+    return out
 
 
 def proxy_env(http_proxy: Bind, https_proxy: Bind) -> dict[str, str]:
@@ -37,10 +45,7 @@ class WeakJail(Jail):
         return [Listener("regular", self.config.http_bind), Listener("regular", self.config.https_bind)]
 
     def child_env(self, env: Mapping[str, str], ca: CaFiles, bound: Sequence[Bind]) -> dict[str, str]:
-        out = {k: v for k, v in env.items() if k not in BYPASS_VARS}
-        out.update(ca.child_env())
-        out.update(proxy_env(bound[0], bound[1]))
-        return out
+        return proxied_env(env, ca, bound[0], bound[1])
 
     async def run(self, argv: Sequence[str], env: Mapping[str, str]) -> int:
         return await run_child(argv, env, timeout=self.config.timeout)

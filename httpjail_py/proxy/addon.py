@@ -25,9 +25,8 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
-from mitmproxy import ctx, http, tcp, udp
+from mitmproxy import http, tcp, udp
 from mitmproxy.connection import Client
 from mitmproxy.net.http import url as mitm_url
 from mitmproxy.proxy import server_hooks
@@ -38,11 +37,8 @@ from httpjail_py.logfiles import utc_timestamp
 from httpjail_py.proxy import patches
 from httpjail_py.proxy.flowstate import FlowState, request_head_size
 from httpjail_py.proxy.jails import JailRegistry, is_transparent, normal_host
-from httpjail_py.proxy.transparent import TransparentGuard
+from httpjail_py.proxy.transparent import TransparentGuard, close_connections
 from httpjail_py.recorder import Recorder
-
-if TYPE_CHECKING:
-    from mitmproxy.addons.proxyserver import Proxyserver
 
 __all__ = ["JailAddon", "BLOCKED_MESSAGE", "LOOP_HEADER"]
 
@@ -237,13 +233,7 @@ class JailAddon:
 
     def _abort(self, flow: http.HTTPFlow | tcp.TCPFlow | udp.UDPFlow) -> None:
         """Close the client and server connections of `flow` at once (no clean end)."""
-        proxyserver: Proxyserver | None = ctx.master.addons.get("proxyserver")
-        handler = proxyserver.connections.get(flow.client_conn.id) if proxyserver else None
-        if handler is None:
-            return
-        for conn in (flow.server_conn, flow.client_conn):
-            if conn in handler.transports:
-                handler.close_connection(conn)
+        close_connections(flow.client_conn, flow.server_conn, flow.client_conn)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         state: FlowState | None = flow.metadata.get(_STATE)
@@ -307,10 +297,10 @@ class JailAddon:
     # --- the last gate, and everything that is not HTTP -------------------------------
 
     def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
-        address = data.server.address
-        allowed = self._allowed_targets.get(data.client.id, set())
         if data.server.error:  # refused already (a stream that is not HTTP), and logged
             return
+        address = data.server.address
+        allowed = self._allowed_targets.get(data.client.id, set())
         if address is None or (address[0], address[1]) not in allowed:
             data.server.error = f"httpjail: no rule allowed a connection to {address}"
             log.warning("refused an upstream connection to %s that no rule allowed", address)

@@ -20,6 +20,7 @@ from mitmproxy.net.http import url as mitm_url
 from mitmproxy.proxy import mode_specs
 
 from httpjail_py.engines.base import Decision, Reason
+from httpjail_py.jail.linux.dns import DEFAULT_RANGE
 
 __all__ = ["JailRegistry", "is_transparent", "normal_host"]
 
@@ -65,10 +66,6 @@ class JailRegistry:
         name = jail.name_for(host) if jail else None
         return name or host
 
-    def is_fake(self, client: Client, host: str) -> bool:
-        jail = self._jail(client)
-        return bool(jail and jail.name_for(host))
-
     def name_transparent(self, flow: http.HTTPFlow) -> Decision | None:
         """Make a redirected request's target its name: the SNI, else the Host header.
 
@@ -93,7 +90,7 @@ class JailRegistry:
         name = normal_host(name)
         if not name:
             return Decision.deny(f"no name for the connection to {original}", Reason.HOST_MISMATCH)
-        if self.is_fake(flow.client_conn, name) or _in_fake_range(name):
+        if _is_placeholder(name):
             return Decision.deny(
                 f"{name} is a placeholder address of the jail's DNS; ask for the name instead",
                 Reason.HOST_MISMATCH,
@@ -102,12 +99,9 @@ class JailRegistry:
         return None
 
 
-# The sinkhole's default range (jail.linux.dns.DEFAULT_RANGE); never a real destination.
-_FAKE = ipaddress.ip_network("198.18.0.0/16")
-
-
-def _in_fake_range(host: str) -> bool:
+def _is_placeholder(host: str) -> bool:
+    """Whether `host` is an address of the DNS sinkhole's range: never a real destination."""
     try:
-        return ipaddress.ip_address(host) in _FAKE
+        return ipaddress.ip_address(host) in DEFAULT_RANGE
     except ValueError:
         return False

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from mitmproxy import ctx, tls
-from mitmproxy.connection import Client
+from mitmproxy.connection import Client, Connection
 from mitmproxy.proxy import layer
 
 from httpjail_py.engines.base import Decision, Reason
@@ -20,7 +20,7 @@ from httpjail_py.proxy.jails import JailRegistry, is_transparent
 if TYPE_CHECKING:
     from mitmproxy.addons.proxyserver import Proxyserver
 
-__all__ = ["SILENT_CLIENT_SECONDS", "TransparentGuard", "close_client"]
+__all__ = ["SILENT_CLIENT_SECONDS", "TransparentGuard", "close_connections"]
 
 SILENT_CLIENT_SECONDS = 5.0
 
@@ -28,12 +28,16 @@ SILENT_CLIENT_SECONDS = 5.0
 Refuse = Callable[[Client, str, str, str, int, Decision, int | None], None]
 
 
-def close_client(client: Client) -> None:
-    """Close a client connection at once, if it is still open."""
+def close_connections(client: Client, *connections: Connection) -> None:
+    """Close, at once and in this order, those of `connections` (default: the client
+    connection itself) that are still open on the client's proxy connection."""
     proxyserver: Proxyserver | None = ctx.master.addons.get("proxyserver")
     handler = proxyserver.connections.get(client.id) if proxyserver else None
-    if handler is not None and client in handler.transports:
-        handler.close_connection(client)
+    if handler is None:
+        return
+    for conn in connections or (client,):
+        if conn in handler.transports:
+            handler.close_connection(conn)
 
 
 class TransparentGuard:
@@ -53,7 +57,7 @@ class TransparentGuard:
         host, port = self._destination(client)
         decision = Decision.deny("TLS without SNI names no host to decide on", Reason.NOT_HTTP)
         self._refuse(client, "TLS", f"{host}:{port}", host, port, decision, None)
-        asyncio.get_running_loop().call_soon(close_client, client)
+        asyncio.get_running_loop().call_soon(close_connections, client)
 
     def client_connected(self, client: Client) -> None:
         if is_transparent(client):
@@ -71,7 +75,7 @@ class TransparentGuard:
             f"sent nothing for {SILENT_CLIENT_SECONDS:g} s: only HTTP and TLS may leave", Reason.NOT_HTTP
         )
         self._refuse(client, "TCP", f"{host}:{port}", host, port, decision, None)
-        close_client(client)
+        close_connections(client)
 
     def client_disconnected(self, client: Client) -> None:
         if timer := self._silent.pop(client.id, None):

@@ -35,7 +35,13 @@ from pathlib import Path
 
 from pyroute2 import IPRoute, netns
 
-from httpjail_py.jail.linux.netns import NETNS_ETC, NETNS_PREFIX
+from httpjail_py.jail.linux.netns import (
+    NETNS_ETC,
+    NETNS_PREFIX,
+    delete_link,
+    jail_network_exists,
+    remove_netns,
+)
 
 __all__ = ["RUN_DIR", "Claim", "claim", "host_veth_name", "is_our_id", "subnet_lock", "sweep"]
 
@@ -94,15 +100,11 @@ def claim() -> Claim:
             continue
         finally:
             temp.unlink()
-        if netns_exists(jail_id):  # a leftover of a dead jail: let the sweep have it
+        if jail_network_exists(jail_id):  # a leftover of a dead jail: let the sweep have it
             os.close(fd)
             final.unlink()
             continue
         return Claim(jail_id, final, fd)
-
-
-def netns_exists(jail_id: str) -> bool:
-    return f"{NETNS_PREFIX}{jail_id}" in netns.listnetns()
 
 
 @contextlib.contextmanager
@@ -170,17 +172,16 @@ def remove_resources(jail_id: str) -> None:
     nft = shutil.which("nft")
     if nft is not None and name in _nft_tables():
         subprocess.run([nft, "delete", "table", "inet", name], capture_output=True, timeout=30)
-    with IPRoute() as ipr:
-        for index in ipr.link_lookup(ifname=host_veth_name(jail_id)):
-            with contextlib.suppress(Exception):
-                ipr.link("del", index=index)
+    with contextlib.suppress(Exception):
+        delete_link(host_veth_name(jail_id))
     if name in netns.listnetns():
         # What the dead jail's command left running: nothing serves it any more.
         pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True, timeout=30)
         for pid in pids.stdout.split():
             with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(pid), signal.SIGKILL)
-        subprocess.run(["ip", "netns", "delete", name], capture_output=True, timeout=30)
+        with contextlib.suppress(subprocess.SubprocessError):
+            remove_netns(name)
     shutil.rmtree(NETNS_ETC / name, ignore_errors=True)
 
 

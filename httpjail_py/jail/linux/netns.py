@@ -57,9 +57,11 @@ __all__ = [
     "NETNS_PREFIX",
     "allocate_subnet",
     "create_jail_network",
+    "delete_link",
     "jail_ifname",
     "jail_network_exists",
     "netns_name",
+    "remove_netns",
 ]
 
 NETNS_PREFIX = "httpjail_"
@@ -106,13 +108,15 @@ def allocate_subnet(
     raise RuntimeError(f"no free /30 left in {pool}")
 
 
-def _delete_link(ifname: str) -> None:
+def delete_link(ifname: str) -> None:
+    """Delete the link `ifname` if it exists."""
     with IPRoute() as ipr:
         for index in ipr.link_lookup(ifname=ifname):
             ipr.link("del", index=index)
 
 
-def _remove_netns(name: str) -> None:
+def remove_netns(name: str) -> None:
+    """Delete the netns `name` if it exists."""
     if name in netns.listnetns():
         subprocess.run(["ip", "netns", "delete", name], check=True, capture_output=True, timeout=30)
 
@@ -174,14 +178,14 @@ def create_jail_network(spec: JailNetSpec, undo: UndoStack) -> None:
     if ns in netns.listnetns():
         raise FileExistsError(f"network namespace {ns} already exists")
     _add_netns(ns)
-    undo.push(f"remove netns {ns}", lambda: _remove_netns(ns))
+    undo.push(f"remove netns {ns}", lambda: remove_netns(ns))
 
     with IPRoute() as ipr:
         for name in (spec.host_veth, jail_if):
             if ipr.link_lookup(ifname=name):
                 raise FileExistsError(f"a link named {name} already exists on the host")
         ipr.link("add", ifname=spec.host_veth, kind="veth", peer={"ifname": jail_if})
-        undo.push(f"delete veth {spec.host_veth}", lambda: _delete_link(spec.host_veth))
+        undo.push(f"delete veth {spec.host_veth}", lambda: delete_link(spec.host_veth))
         [host_idx] = ipr.link_lookup(ifname=spec.host_veth)
         [jail_idx] = ipr.link_lookup(ifname=jail_if)
         ipr.link("set", index=jail_idx, net_ns_fd=ns)

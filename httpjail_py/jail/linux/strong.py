@@ -20,16 +20,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import os
 import pwd
 import socket
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
-from ipaddress import IPv4Address
 from pathlib import Path
 
-from httpjail_py.ca import CaFiles
+from httpjail_py.ca import CaFiles, invoking_user
 from httpjail_py.config import Bind, Config, Listener
 from httpjail_py.errors import JailSetupError
 from httpjail_py.jail.base import Jail, JailClient
@@ -40,7 +38,7 @@ from httpjail_py.jail.linux.dns_server import DnsSinkhole
 from httpjail_py.jail.linux.liveness import Claim, claim, host_veth_name, subnet_lock, sweep
 from httpjail_py.jail.linux.netns import NETNS_ETC, allocate_subnet, create_jail_network, netns_name
 from httpjail_py.jail.linux.nft import JailNetSpec, render_delete, render_host_ruleset, render_jail_ruleset
-from httpjail_py.jail.weak import BYPASS_VARS, proxy_env
+from httpjail_py.jail.weak import proxied_env
 
 __all__ = ["StrongJail", "load_ruleset"]
 
@@ -50,34 +48,32 @@ log = logging.getLogger("httpjail")
 ENTER_SCRIPT = Path(__file__).with_name("enter.py")
 
 
-def load_ruleset(text: str, *, netns: str | None = None) -> None:
-    """`nft -f -` with `text`, in the host netns or in `netns`. Raises JailSetupError."""
+def _nft(text: str, netns: str | None = None) -> subprocess.CompletedProcess[str]:
     argv = ["nft", "-f", "-"]
     if netns is not None:
         argv = ["ip", "netns", "exec", netns, *argv]
-    result = subprocess.run(argv, input=text, capture_output=True, text=True, timeout=30)
+    return subprocess.run(argv, input=text, capture_output=True, text=True, timeout=30)
+
+
+def load_ruleset(text: str, *, netns: str | None = None) -> None:
+    """`nft -f -` with `text`, in the host netns or in `netns`. Raises JailSetupError."""
+    result = _nft(text, netns)
     if result.returncode != 0:
         where = f"in {netns}" if netns else "on the host"
         raise JailSetupError(f"cannot load the jail's nftables rules {where}: {result.stderr.strip()}")
 
 
 def _delete_table(spec: JailNetSpec) -> None:
-    result = subprocess.run(
-        ["nft", "-f", "-"], input=render_delete(spec), capture_output=True, text=True, timeout=30
-    )
+    result = _nft(render_delete(spec))
     if result.returncode != 0 and "No such file or directory" not in result.stderr:
         raise RuntimeError(result.stderr.strip())
 
 
-def _invoking_user() -> pwd.struct_passwd | None:
-    """Who ran `sudo httpjail`: the child runs as them. None when root ran it directly."""
-    uid = os.environ.get("SUDO_UID", "")
-    if not uid.isdigit() or int(uid) == 0:
-        return None
-    try:
-        return pwd.getpwuid(int(uid))
-    except KeyError:
-        return None
+def _child_user() -> pwd.struct_passwd | None:
+    """Who ran `sudo httpjail`: the child runs as them. None when root ran it, directly or
+    through sudo (the child then stays root, without the capabilities enter.py drops)."""
+    user = invoking_user()
+    return user if user is not None and user.pw_uid != 0 else None
 
 
 def _free_ports(host: str, count: int) -> list[int]:
@@ -102,7 +98,7 @@ class StrongJail(Jail):
         self._pool = FakeAddressPool()
         self._dns: DnsSinkhole | None = None
         self._preparing: asyncio.Future[None] | None = None
-        self._user = _invoking_user()
+        self._user = _child_user()
 
     # --- prepare: the namespace ----------------------------------------------------------
 
@@ -141,15 +137,7 @@ class StrongJail(Jail):
         return [Listener("regular", Bind(host, regular)), Listener("transparent", Bind(host, transparent))]
 
     def client(self) -> JailClient:
-        pool = self._pool
-
-        def name_for(address: str) -> str | None:
-            try:
-                return pool.name_for(IPv4Address(address)) if IPv4Address(address) in pool.network else None
-            except ValueError:
-                return None
-
-        return JailClient(str(self._net().jail_addr.ip), self.jail_id, name_for)
+        return JailClient(str(self._net().jail_addr.ip), self.jail_id, self._pool.name_for)
 
     # --- setup: the rules ----------------------------------------------------------------
 
@@ -173,11 +161,9 @@ class StrongJail(Jail):
     # --- run -----------------------------------------------------------------------------
 
     def child_env(self, env: Mapping[str, str], ca: CaFiles, bound: Sequence[Bind]) -> dict[str, str]:
-        out = {k: v for k, v in env.items() if k not in BYPASS_VARS}
-        out.update(ca.child_env())
         # Programs that honour HTTP_PROXY name their target in the CONNECT; the others are
         # caught all the same by the NAT.
-        out.update(proxy_env(bound[0], bound[0]))
+        out = proxied_env(env, ca, bound[0], bound[0])
         if self._user is not None:
             out.update(HOME=self._user.pw_dir, USER=self._user.pw_name, LOGNAME=self._user.pw_name)
         return out

@@ -47,13 +47,17 @@ while True:
 """
 
 
-def _ip(*args: str, netns: str | None = None, stdin: str | None = None) -> str:
-    prefix = ["ip", "netns", "exec", netns] if netns else []
-    cmd = [*prefix, "ip", *args] if args[0] != "nft" else [*prefix, *args]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=30, input=stdin)
+def _run(*cmd: str, netns: str | None = None, stdin: str | None = None) -> str:
+    """Run `cmd` (in `netns`, if given); its stdout. Raises RuntimeError with its stderr."""
+    argv = [*(["ip", "netns", "exec", netns] if netns else []), *cmd]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=30, input=stdin)
     if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)}: {result.stderr.strip()}")
+        raise RuntimeError(f"{' '.join(argv)}: {result.stderr.strip()}")
     return result.stdout
+
+
+def _ip(*args: str, netns: str | None = None) -> str:
+    return _run("ip", *args, netns=netns)
 
 
 @dataclass
@@ -92,7 +96,7 @@ class Sink:
             "table inet sink {\n chain pre {\n type filter hook prerouting priority -400;\n"
             f' iifname "{peer}" meta nfproto ipv4 counter\n }}\n}}\n'
         )
-        _ip("nft", "-f", "-", netns=self.netns, stdin=rules)
+        _run("nft", "-f", "-", netns=self.netns, stdin=rules)
         for net in ROUTED:
             _ip("route", "add", net, "via", self.gateway, "dev", self.host_veth)
         self.listener = subprocess.Popen(
@@ -113,7 +117,7 @@ class Sink:
 
     def packets(self) -> int:
         """IPv4 packets that arrived at the sink so far."""
-        out = _ip("nft", "list", "table", "inet", "sink", netns=self.netns)
+        out = _run("nft", "list", "table", "inet", "sink", netns=self.netns)
         return int(out.split("counter packets ")[1].split()[0])
 
     def received(self) -> dict[str, int]:
