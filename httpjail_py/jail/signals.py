@@ -58,18 +58,25 @@ def release_signals(*, then_exit: int | None = None) -> None:
     Python handler (but leaves SIG_IGN alone) and runs no more handlers.
     """
     loop = asyncio.get_running_loop()
-    for sig in HANDLED:
-        loop.remove_signal_handler(sig)
-    if then_exit is None:
-        return
-    status = then_exit
+    # Held back while the handlers change: `remove_signal_handler` puts back the default
+    # (for SIGINT, a KeyboardInterrupt), which a signal arriving before `exit_now` is in
+    # place would get. Unblocked, a pending one reaches the handler installed here.
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
+    try:
+        for sig in HANDLED:
+            loop.remove_signal_handler(sig)
+        if then_exit is None:
+            return
+        status = then_exit
 
-    def exit_now(signum: int, frame: FrameType | None) -> None:
-        os._exit(status)
+        def exit_now(signum: int, frame: FrameType | None) -> None:
+            os._exit(status)
 
-    for sig in HANDLED:
-        signal.signal(sig, exit_now)
-    atexit.register(_ignore_handled)
+        for sig in HANDLED:
+            signal.signal(sig, exit_now)
+        atexit.register(_ignore_handled)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _ignore_handled() -> None:
