@@ -7,19 +7,21 @@ import contextlib
 import logging
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 from httpjail_py.ca import CaFiles, ensure_ca, system_ca_file
-from httpjail_py.config import Config, Listener, RunMode
+from httpjail_py.config import Bind, Config, Listener, RunMode
 from httpjail_py.errors import JailSetupError
 from httpjail_py.jail import select_jail
-from httpjail_py.jail.signals import hold_signals, on_signals, release_signals
+from httpjail_py.jail.base import Jail
+from httpjail_py.jail.signals import block_in_this_thread, hold_signals, on_signals, release_signals
 from httpjail_py.proxy.addon import JailAddon
 from httpjail_py.proxy.embedded import EmbeddedProxy
 from httpjail_py.recorder import Recorder
 from httpjail_py.rules_loader import build_engine
 from httpjail_py.testmode import run_test
 
-__all__ = ["run"]
+__all__ = ["attach_jail", "run"]
 
 log = logging.getLogger("httpjail")
 
@@ -67,6 +69,7 @@ async def run(config: Config) -> int:
 
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(_loop_exception)
+    loop.set_default_executor(ThreadPoolExecutor(initializer=block_in_this_thread))
     on_signals(abort)
     try:
         status = await _run(config)
@@ -129,26 +132,18 @@ async def _run(config: Config) -> int:
             )
 
         jail = None if config.mode is RunMode.SERVER else select_jail(config)
-        if jail is not None:
-            stack.push_async_callback(jail.teardown)
-            await jail.prepare()
         addon = JailAddon(engine, recorder, jail_id=jail.jail_id if jail else "server")
-        if jail is not None and (client := jail.client()) is not None:
-            addon.register_jail(client.address, client.jail_id, client.name_for)
-        listen = (
-            jail.listeners()
-            if jail
-            else [Listener("regular", config.http_bind), Listener("regular", config.https_bind)]
-        )
         stop = asyncio.Event()
         if jail is None:
             # In server mode a signal is a request to stop cleanly (exit 0) from before the
             # listeners open: a client may connect the moment they do, and a SIGTERM sent
             # as soon as the port answers must not count as an aborted start.
             on_signals(lambda sig: stop.set())
+        # A jail opens its own listeners (`attach_jail`).
+        server = [Listener("regular", config.http_bind), Listener("regular", config.https_bind)]
         proxy = EmbeddedProxy(
             addon,
-            listen=listen,
+            listen=[] if jail else server,
             confdir=ca.mitmproxy_confdir,
             upstream_trust=trust,  # type: ignore[arg-type]
             verify_upstream=config.verify_upstream,
@@ -156,16 +151,34 @@ async def _run(config: Config) -> int:
         )
         binds = await proxy.start()
         stack.push_async_callback(proxy.stop)
-
         if jail is None:
             _say(f"proxy listening on {binds[0]} (HTTP) and {binds[1]} (HTTPS); CA: {ca.cert}")
             return await _serve_until(stop)
 
-        await jail.setup(binds)
+        binds = await attach_jail(stack, jail, proxy, addon)
         log.info("jail %s ready; proxy on %s and %s", jail.name, binds[0], binds[1])
         env = jail.child_env(os.environ, ca, binds)
         return await jail.run(config.command, env)
     raise AssertionError("unreachable")
+
+
+async def attach_jail(
+    stack: contextlib.AsyncExitStack, jail: Jail, proxy: EmbeddedProxy, addon: JailAddon
+) -> list[Bind]:
+    """Build `jail` and serve it from the running `proxy`: its listeners opened, its
+    connections attributed to it. Returns the listeners' addresses, in the order of
+    `jail.listeners()`. `stack` undoes it all, the jail last. One proxy can serve several
+    jails this way."""
+    stack.push_async_callback(jail.teardown)
+    await jail.prepare()
+    listeners = jail.listeners()
+    binds = await proxy.add_listeners(listeners)
+    stack.push_async_callback(proxy.remove_listeners, listeners)
+    if (client := jail.client()) is not None:
+        addon.register_jail(client.address, client.jail_id, client.name_for)
+        stack.callback(addon.unregister_jail, client.address)
+    await jail.setup(binds)
+    return binds
 
 
 async def _serve_until(stop: asyncio.Event) -> int:

@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 from httpjail_py.errors import ConfigError
+from httpjail_py.jail.signals import block_in_this_thread
 
 __all__ = ["LineWriter", "request_log_line", "utc_timestamp"]
 
@@ -44,6 +45,7 @@ class LineWriter:
         self._queue.put(line)
 
     def _drain(self) -> None:
+        block_in_this_thread()
         while (item := self._queue.get()) is not _STOP:
             self._file.write(f"{item}\n")
             self._file.flush()

@@ -24,11 +24,21 @@ import signal
 from collections.abc import Callable
 from types import FrameType
 
-__all__ = ["HANDLED", "on_signals", "hold_signals", "release_signals"]
+__all__ = ["HANDLED", "block_in_this_thread", "on_signals", "hold_signals", "release_signals"]
 
 log = logging.getLogger("httpjail")
 
 HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
+def block_in_this_thread() -> None:
+    """Keep HANDLED away from the calling thread: every thread but the main one calls it.
+
+    The kernel hands a process-directed signal to any thread that does not block it, and
+    `release_signals` can only block them in the main thread while it swaps handlers. A
+    worker thread that took one in that moment would run its default effect.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
 
 
 def on_signals(handler: Callable[[int], object]) -> None:

@@ -81,6 +81,9 @@ class JailAddon:
         """Attribute connections from `address` to `jail_id`; `name_for` reads its fake addresses."""
         self.jails.register(address, jail_id, name_for)
 
+    def unregister_jail(self, address: str) -> None:
+        self.jails.unregister(address)
+
     def running(self) -> None:
         """mitmproxy's hook: the listeners are set up (or failed to be)."""
         self.started.set()

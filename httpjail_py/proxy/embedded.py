@@ -16,6 +16,7 @@ from pathlib import Path
 from mitmproxy import options
 from mitmproxy.addons import core, disable_h2c, next_layer, proxyserver, tlsconfig
 from mitmproxy.master import Master
+from mitmproxy.proxy import mode_specs
 
 from httpjail_py.config import Bind, Listener
 from httpjail_py.errors import JailSetupError
@@ -78,11 +79,8 @@ class EmbeddedProxy:
             next_layer.NextLayer(),
             tlsconfig.TlsConfig(),
         )
-        # Identical binds (both ports 0 in weak mode) share one listener: mitmproxy
-        # refuses two servers with the same spec.
-        modes = list(dict.fromkeys(listener.spec() for listener in self._listen))
         updates: dict[str, object] = {
-            "mode": modes,
+            "mode": self._modes(),
             "confdir": str(self._confdir),
             "connection_strategy": "lazy",
             "ssl_insecure": not self._verify_upstream,
@@ -99,11 +97,47 @@ class EmbeddedProxy:
             started.cancel()
             self._task.result()
             raise JailSetupError("the proxy stopped while starting")
+        return await self._bound(self._listen)
+
+    async def add_listeners(self, listen: Sequence[Listener]) -> list[Bind]:
+        """Open more listeners on the running proxy (another jail's). Returns their bound
+        addresses, in order. Raises JailSetupError when one cannot be opened; the others
+        are closed again then."""
+        self._listen += [listener for listener in listen if listener not in self._listen]
+        await self._apply_modes()
+        try:
+            return await self._bound(listen, stop_on_error=False)
+        except JailSetupError:
+            await self.remove_listeners(listen)
+            raise
+
+    async def remove_listeners(self, listen: Sequence[Listener]) -> None:
+        """Close listeners opened with `add_listeners`. Connections already accepted on
+        them go on until they end."""
+        self._listen = [listener for listener in self._listen if listener not in listen]
+        if self._master is not None:
+            await self._apply_modes()
+
+    def _modes(self) -> list[str]:
+        # Identical binds (both ports 0 in weak mode) share one listener: mitmproxy
+        # refuses two servers with the same spec.
+        return list(dict.fromkeys(listener.spec() for listener in self._listen))
+
+    async def _apply_modes(self) -> None:
+        assert self._master is not None, "the proxy is not running"
+        modes = self._modes()
+        # Setting the option starts the change in a task of its own; the server manager
+        # serialises changes, so awaiting the same update here returns once it is done.
+        self._master.options.update(mode=modes)
+        await self._proxyserver.servers.update([mode_specs.ProxyMode.parse(m) for m in modes])
+
+    async def _bound(self, listen: Sequence[Listener], *, stop_on_error: bool = True) -> list[Bind]:
         binds: list[Bind] = []
-        for wanted in self._listen:
+        for wanted in listen:
             server = self._proxyserver.servers[wanted.spec()]
             if not server.is_running:
-                await self.stop()
+                if stop_on_error:
+                    await self.stop()
                 err = server.last_exception
                 hint = ""
                 if isinstance(err, OSError) and err.errno == 98:

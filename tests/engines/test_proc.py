@@ -198,7 +198,7 @@ def test_timeout_restarts_and_the_retry_on_the_new_process_answers(tmp_path: Pat
     [decision] = decide(engine, request("/allow"))
     assert decision == Decision.allow()
     assert len(starts(log)) == 2
-    assert time.monotonic() - t0 < 3
+    assert time.monotonic() - t0 < 10  # the hang is forever: only the timeout ends it
 
 
 def test_timeout_twice_denies_after_one_retry(tmp_path: Path, caplog) -> None:
@@ -209,7 +209,7 @@ def test_timeout_twice_denies_after_one_retry(tmp_path: Path, caplog) -> None:
     elapsed = time.monotonic() - t0
     assert_rule_error(decision, "no answer within 0.5 s")
     assert len(starts(log)) == 2  # the first try and exactly one retry
-    assert 1.0 <= elapsed < 3
+    assert 1.0 <= elapsed < 10  # two timeouts of 0.5 s, not a hang
     assert "no answer within 0.5 s" in caplog.text  # the log says why it was restarted
 
 

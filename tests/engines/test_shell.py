@@ -282,7 +282,7 @@ def test_aclose_kills_running_scripts(tmp_path: Path) -> None:
         while not pidfile.exists() or not pidfile.read_text().strip():
             await asyncio.sleep(0.02)
         await e.aclose()
-        return await asyncio.wait_for(task, 2)
+        return await asyncio.wait_for(task, 20)  # the script's sleep is 30 s
 
     decision = run(engine, body)
     assert_rule_error(decision, "killed by signal 9")

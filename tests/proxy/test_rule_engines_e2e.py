@@ -151,5 +151,5 @@ def test_a_hanging_script_does_not_stall_other_requests(jail, upstream, tmp_path
     assert "fast:200" in lines, result.stdout + result.stderr
     assert "still-hanging" in lines  # the fast answer came while the slow script ran
     elapsed = float(next(line for line in lines if line.startswith("elapsed:")).split()[1])
-    assert elapsed < 2.0
+    assert elapsed < 15  # far below the slow script's 30 s
     assert wait_gone(int(pidfile.read_text()))

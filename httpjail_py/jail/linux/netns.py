@@ -50,6 +50,7 @@ from pyroute2 import IPRoute, netns
 
 from httpjail_py.jail.cleanup import UndoStack
 from httpjail_py.jail.linux.nft import JailNetSpec
+from httpjail_py.jail.signals import block_in_this_thread
 
 __all__ = [
     "DEFAULT_POOL",
@@ -137,6 +138,7 @@ def in_netns(name: str, fn: Callable[[], None]) -> None:
 
     def body() -> None:
         try:
+            block_in_this_thread()
             fd = os.open(f"/run/netns/{name}", os.O_RDONLY | os.O_CLOEXEC)
             try:
                 os.setns(fd, os.CLONE_NEWNET)

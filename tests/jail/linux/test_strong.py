@@ -166,7 +166,16 @@ def test_nothing_a_jailed_program_tries_reaches_the_sink(
 def test_a_jailed_root_that_flushes_the_jail_rules_still_reaches_nothing(
     jail: Jail, quiet_sink: Sink, tmp_path: Path
 ) -> None:
-    """The attacker: root with every capability inside the jail netns (`ip netns exec`)."""
+    """The attacker: root with every capability inside the jail netns (`ip netns exec`).
+
+    Also the host's input filter on its own: UDP to a host service listening on every
+    address, sent at the jail's gateway (the host end of its veth), must not arrive.
+    """
+    import socket
+
+    host_service = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    host_service.bind(("0.0.0.0", 0))
+    host_service.settimeout(0.5)
     go = tmp_path / "go"
     child = ["sh", "-c", f"while [ ! -e {go} ]; do sleep 0.1; done"]
     proc = jail.popen(["-v", *ALLOW_OK], child, weak=False)
@@ -181,7 +190,8 @@ def test_a_jailed_root_that_flushes_the_jail_rules_still_reaches_nothing(
                 "sh",
                 "-c",
                 f"nft flush ruleset && sysctl -qw net.ipv6.conf.all.disable_ipv6=0 && "
-                f"{sys.executable} {ESCAPE} {SINK_IP} --attacker",
+                f"{sys.executable} {ESCAPE} {SINK_IP} --attacker "
+                f"--gateway-port {host_service.getsockname()[1]}",
             ],
             capture_output=True,
             text=True,
@@ -192,11 +202,14 @@ def test_a_jailed_root_that_flushes_the_jail_rules_still_reaches_nothing(
         # With the jail's own rules gone, the packets are sent, and the host drops them.
         for name in ("udp 9999", "icmp", "raw ip", "packet socket", "udp to the gateway"):
             assert outcome[name] in ("sent", "sent, no answer"), (name, outcome[name])
+        with pytest.raises(TimeoutError):
+            host_service.recvfrom(100)
         assert outcome["dns to the sink"].startswith("answer of")  # NATed to the sinkhole
         assert outcome["tcp 22"] == "connected, read b''"  # NATed to the proxy
     finally:
         go.touch()
         proc.communicate(timeout=60)
+        host_service.close()
 
 
 def _wait_for_jail(proc: subprocess.Popen[str]) -> str:

