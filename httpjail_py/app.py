@@ -10,13 +10,15 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 from httpjail_py.ca import CaFiles, ensure_ca, system_ca_file
-from httpjail_py.config import Bind, Config, Listener, RunMode
+from httpjail_py.config import JAIL_POOL, Bind, Config, Listener, RunMode
+from httpjail_py.destinations import DestinationPolicy
 from httpjail_py.errors import JailSetupError
 from httpjail_py.jail import select_jail
 from httpjail_py.jail.base import Jail
 from httpjail_py.jail.signals import block_in_this_thread, hold_signals, on_signals, release_signals
 from httpjail_py.proxy.addon import JailAddon
 from httpjail_py.proxy.embedded import EmbeddedProxy
+from httpjail_py.proxy.resolver import UpstreamResolver
 from httpjail_py.recorder import Recorder
 from httpjail_py.rules_loader import build_engine
 from httpjail_py.testmode import run_test
@@ -132,7 +134,16 @@ async def _run(config: Config) -> int:
             )
 
         jail = None if config.mode is RunMode.SERVER else select_jail(config)
-        addon = JailAddon(engine, recorder, jail_id=jail.jail_id if jail else "server")
+        policy = DestinationPolicy(
+            allow_private=config.allow_private,
+            jail_networks=[JAIL_POOL],
+        )
+        addon = JailAddon(
+            engine,
+            recorder,
+            jail_id=jail.jail_id if jail else "server",
+            resolver=UpstreamResolver(config.resolve, policy),
+        )
         stop = asyncio.Event()
         if jail is None:
             # In server mode a signal is a request to stop cleanly (exit 0) from before the
@@ -147,7 +158,6 @@ async def _run(config: Config) -> int:
             confdir=ca.mitmproxy_confdir,
             upstream_trust=trust,  # type: ignore[arg-type]
             verify_upstream=config.verify_upstream,
-            resolve=config.resolve,
         )
         binds = await proxy.start()
         stack.push_async_callback(proxy.stop)

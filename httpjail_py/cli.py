@@ -15,6 +15,7 @@ from pathlib import Path
 
 from httpjail_py import __version__
 from httpjail_py.config import Bind, Config, RuleSource, RunMode, parse_bind, parse_resolve
+from httpjail_py.destinations import parse_network
 from httpjail_py.errors import ConfigError, HttpjailError
 from httpjail_py.testmode import parse_test_args, request_from_url
 
@@ -68,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop COMMAND (and its process group) after SECS; exit 124")
     p.add_argument("--resolve", metavar="HOST:PORT:ADDR", action="append", default=[],
                    help="connect to ADDR for HOST:PORT instead of resolving HOST (repeatable)")
+    p.add_argument("--allow-private", metavar="CIDR", action="append", default=[],
+                   help="let allowed requests reach this private/loopback/link-local range "
+                   "(refused by default; repeatable)")
     p.add_argument("--upstream-ca", metavar="FILE", type=Path, action="append", default=[],
                    help="also trust this CA for upstream TLS, besides the system store (repeatable)")
     p.add_argument("-v", "--verbose", action="count", default=0,
@@ -178,6 +182,12 @@ def parse_config(argv: Sequence[str]) -> Config:
         resolve[key] = addr
     for path in args.upstream_ca:
         _check_upstream_ca(path)
+    allow_private = []
+    for value in args.allow_private:
+        try:
+            allow_private.append(parse_network(value))
+        except ValueError as e:
+            raise ConfigError(f"--allow-private: {e}") from None
 
     server = mode is RunMode.SERVER
     return Config(
@@ -196,6 +206,7 @@ def parse_config(argv: Sequence[str]) -> Config:
         https_bind=_env_bind("HTTPJAIL_HTTPS_BIND", SERVER_HTTPS if server else EPHEMERAL),
         resolve=resolve,
         upstream_cas=tuple(args.upstream_ca),
+        allow_private=tuple(allow_private),
         verify_upstream=os.environ.get("HTTPJAIL_DANGER_DISABLE_CERT_VALIDATION", "")
         not in ("1", "true", "yes"),
     )

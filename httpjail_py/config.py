@@ -20,9 +20,12 @@ __all__ = [
     "parse_bind",
     "parse_resolve",
     "DEFAULT_JS_TIME_LIMIT",
+    "JAIL_POOL",
 ]
 
 DEFAULT_JS_TIME_LIMIT = 0.1  # seconds of CPU a JS rule may use per request
+# Where strong jails take their /30s from: the proxy never dials into it.
+JAIL_POOL = ipaddress.IPv4Network("10.200.0.0/16")
 
 
 class RunMode(enum.Enum):
@@ -83,6 +86,7 @@ class Config:
     verify_upstream: bool = True
     js_time_limit: float = DEFAULT_JS_TIME_LIMIT
     rule_timeout: float | None = None  # --sh / --proc; None: the engine's default
+    allow_private: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
 
 def _is_number(text: str) -> bool:

@@ -32,6 +32,7 @@ class Reason(enum.StrEnum):
     LOOP = "loop-detected"
     NOT_HTTP = "not-http"
     UPSTREAM_ERROR = "upstream-error"
+    DESTINATION_PRIVATE = "destination-private"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -47,6 +48,9 @@ class RequestInfo:
     headers: dict[str, str] = field(default_factory=dict)
     requester_ip: str = ""
     jail: str = ""
+    ip: str = ""
+    """The address the proxy will dial; "" until the name is resolved (after a first
+    allow: a name no rule allowed is never resolved, so DNS cannot carry data out)."""
 
     def __post_init__(self) -> None:
         # Rules compare header names as r.headers['content-type'], whoever built us.
@@ -73,6 +77,7 @@ class RequestInfo:
             "headers": dict(self.headers),
             "requester_ip": self.requester_ip,
             "jail": self.jail,
+            "ip": self.ip,
         }
 
 
@@ -102,6 +107,9 @@ class Decision:
 
 class RuleEngine(Protocol):
     name: str
+    reads_address: bool
+    """Whether the rule may look at `ip`: then an allowed request is evaluated again
+    once its address is known, and both evaluations must allow."""
 
     async def evaluate(self, request: RequestInfo) -> Decision:
         """Decide on `request`. Never raises; failures deny with reason `rule-error`."""

@@ -89,6 +89,9 @@ function __httpjail_run(request_json) {
 """
 
 _LINE = re.compile(r"<input>:(\d+)")
+# Any mention of `ip` (r.ip, r["ip"], a destructured ip): a rule that never names it
+# cannot depend on it, and is spared a second evaluation.
+_MENTIONS_IP = re.compile(r"\bip\b")
 _USE_STRICT = re.compile(r"""\A(?:\s|//[^\n]*|/\*.*?\*/)*(['"])use strict\1""", re.S)
 
 
@@ -169,6 +172,7 @@ class JsEngine:
         """Syntax-check `code` and make it the active rule. Raises RuleError."""
         self._check_syntax(code, source)
         self._context.set("__httpjail_code", code)
+        self.reads_address = _MENTIONS_IP.search(code) is not None
 
     async def evaluate(self, request: RequestInfo) -> Decision:
         self._ensure_watcher()

@@ -64,6 +64,7 @@ class _Worker:
 
 class ProcEngine:
     name = "proc"
+    reads_address = True  # a program's reads cannot be seen from here
 
     def __init__(self, command: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         try:

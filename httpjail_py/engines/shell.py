@@ -2,11 +2,11 @@
 
 A SCRIPT with a space runs as `sh -c SCRIPT`; otherwise it is executed directly. It gets
 httpjail's environment plus HTTPJAIL_URL, _METHOD, _SCHEME, _HOST, _PATH, _REQUESTER_IP
-(httpjail's) and HTTPJAIL_PORT, HTTPJAIL_QUERY (ours). Exit 0 allows; any other status
-denies, with the trimmed stdout as the message (exit 1 with no output is a plain `false`;
-another status with no output names the status). A script killed by a signal, one past
-the rule timeout (killed with its whole process group), and one that cannot start deny
-as rule errors.
+(httpjail's) and HTTPJAIL_PORT, HTTPJAIL_QUERY, HTTPJAIL_IP (ours; see `RequestInfo.ip`).
+Exit 0 allows; any other status denies, with the trimmed stdout as the message (exit 1
+with no output is a plain `false`; another status with no output names the status). A
+script killed by a signal, one past the rule timeout (killed with its whole process
+group), and one that cannot start deny as rule errors.
 
 The verdict is the script's exit: whatever it leaves running in its process group is
 killed then, so a background job that inherited stdout cannot hold the request up.
@@ -48,12 +48,14 @@ def request_env(request: RequestInfo, base: Mapping[str, str]) -> dict[str, str]
         HTTPJAIL_REQUESTER_IP=request.requester_ip,
         HTTPJAIL_PORT=str(request.port),
         HTTPJAIL_QUERY=request.query,
+        HTTPJAIL_IP=request.ip,
     )
     return env
 
 
 class ShellEngine:
     name = "sh"
+    reads_address = True  # a script's reads cannot be seen from here
 
     def __init__(
         self, script: str, *, timeout: float = DEFAULT_TIMEOUT, max_concurrent: int = MAX_CONCURRENT

@@ -3,11 +3,13 @@
 
 Order of events for a request (all on mitmproxy's event loop):
 
-    requestheaders  checks (loop, Host/SNI agreement), then the rule; deny answers our
-                    403 at once (patches: the body is not read), allow streams
-                    the body upstream through a byte counter (and max_tx_bytes cut)
+    requestheaders  checks (loop, Host/SNI agreement), then the rule and the destination
+                    policy (`decide`); deny answers our 403 at once (patches: the body
+                    is not read), allow streams the body upstream through a byte
+                    counter (and max_tx_bytes cut)
     server_connect  the last gate before any outbound socket: only a (host, port) that a
-                    rule allowed for this client connection may be dialled
+                    rule allowed for this client connection may be dialled, and only
+                    at addresses the destination policy accepts
     responseheaders the response streams back (SSE, large downloads) through a counter
     response/error  one audit record
 
@@ -19,7 +21,6 @@ refused and logged.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime
 import logging
 import secrets
@@ -35,8 +36,10 @@ from httpjail_py.audit import AuditRecord
 from httpjail_py.engines.base import DEFAULT_PORTS, Decision, Reason, RequestInfo, RuleEngine
 from httpjail_py.logfiles import utc_timestamp
 from httpjail_py.proxy import patches
+from httpjail_py.proxy.decide import decide
 from httpjail_py.proxy.flowstate import FlowState, request_head_size
 from httpjail_py.proxy.jails import JailRegistry, is_transparent, normal_host
+from httpjail_py.proxy.resolver import UpstreamResolver
 from httpjail_py.proxy.transparent import TransparentGuard, close_connections
 from httpjail_py.recorder import Recorder
 
@@ -45,6 +48,8 @@ __all__ = ["JailAddon", "BLOCKED_MESSAGE", "LOOP_HEADER"]
 log = logging.getLogger("httpjail.proxy")
 
 BLOCKED_MESSAGE = "Request blocked by httpjail"
+# A refusal's status when it is not 403.
+_STATUS = {Reason.BODY_LIMIT: 413, Reason.UPSTREAM_ERROR: 502}
 LOOP_HEADER = "Httpjail-Loop-Prevention"
 _STATE = "httpjail"
 
@@ -65,9 +70,18 @@ def blocked_response(decision: Decision, status: int = 403) -> http.Response:
 
 
 class JailAddon:
-    def __init__(self, engine: RuleEngine, recorder: Recorder, *, jail_id: str = "") -> None:
+    def __init__(
+        self,
+        engine: RuleEngine,
+        recorder: Recorder,
+        *,
+        jail_id: str = "",
+        resolver: UpstreamResolver | None = None,
+    ) -> None:
         self.engine = engine
         self.recorder = recorder
+        # Where allowed requests may go (the destination policy), and the addresses dialled.
+        self.resolver = resolver or UpstreamResolver()
         self.jails = JailRegistry(jail_id)
         # Each proxy instance stamps outgoing requests with its own nonce; seeing it come
         # back means the request looped through us (httpjail issue #84).
@@ -120,17 +134,7 @@ class JailAddon:
             decision = self._precheck(flow, info)
         engine = "httpjail"
         if decision is None:
-            engine = self.engine.name
-            try:
-                decision = await self.engine.evaluate(info)
-            except Exception as e:  # the interface says never; if it does, deny and say so
-                log.exception("rule engine %s crashed", engine)
-                decision = Decision.error(f"rule engine crashed: {type(e).__name__}: {e}")
-            if not decision.allowed and decision.message is None:
-                # A bare `false`: still say which rule refused what, in the 403 and the logs.
-                decision = dataclasses.replace(
-                    decision, message=f"the {engine} rule denied {info.method} {info.host}"
-                )
+            decision, info, engine = await decide(self.engine, self.resolver, info)
         request = flow.request
         head = request_head_size(
             request.method, request.path, request.http_version, list(request.headers.items(multi=True))
@@ -142,8 +146,7 @@ class JailAddon:
             state.decision = decision
         self.recorder.decided(info.method, info.url, info.host, decision)
         if not decision.allowed:
-            status = 413 if decision.reason is Reason.BODY_LIMIT else 403
-            patches.answer_now(flow, blocked_response(decision, status))
+            patches.answer_now(flow, blocked_response(decision, _STATUS.get(decision.reason, 403)))
             return
         self._allowed_targets.setdefault(flow.client_conn.id, set()).add((request.host, request.port))
         seen = request.headers.get(LOOP_HEADER, "")
@@ -299,7 +302,7 @@ class JailAddon:
 
     # --- the last gate, and everything that is not HTTP -------------------------------
 
-    def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
+    async def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
         if data.server.error:  # refused already (a stream that is not HTTP), and logged
             return
         address = data.server.address
@@ -307,6 +310,13 @@ class JailAddon:
         if address is None or (address[0], address[1]) not in allowed:
             data.server.error = f"httpjail: no rule allowed a connection to {address}"
             log.warning("refused an upstream connection to %s that no rule allowed", address)
+            return
+        # The policy again, at the dial: an IP literal never reaches the resolver's
+        # getaddrinfo, and a name is dialled at exactly the addresses checked here.
+        lookup = await self.resolver.lookup(str(address[0]), int(address[1]))
+        if not lookup.ok:
+            data.server.error = f"httpjail: {lookup.problem()}"
+            log.warning("refused an upstream connection: %s", lookup.problem())
 
     def tcp_start(self, flow: tcp.TCPFlow) -> None:
         self._refuse_stream(flow, "TCP")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from mitmproxy import options
@@ -22,7 +22,6 @@ from httpjail_py.config import Bind, Listener
 from httpjail_py.errors import JailSetupError
 from httpjail_py.proxy import patches
 from httpjail_py.proxy.addon import JailAddon
-from httpjail_py.proxy.resolver import install_resolver
 
 __all__ = ["EmbeddedProxy"]
 
@@ -43,14 +42,12 @@ class EmbeddedProxy:
         confdir: Path,
         upstream_trust: Path | None,
         verify_upstream: bool = True,
-        resolve: Mapping[tuple[str, int], str] | None = None,
     ) -> None:
         self._addon = addon
         self._listen = list(listen)
         self._confdir = confdir
         self._upstream_trust = upstream_trust
         self._verify_upstream = verify_upstream
-        self._resolve = dict(resolve or {})
         self._master: Master | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -60,7 +57,7 @@ class EmbeddedProxy:
         Raises JailSetupError when a listener cannot be opened (e.g. port in use).
         """
         loop = asyncio.get_running_loop()
-        install_resolver(loop, self._resolve)
+        self._addon.resolver.install(loop)
         if not patches.install():
             from mitmproxy import version
 
@@ -143,6 +140,9 @@ class EmbeddedProxy:
                 if isinstance(err, OSError) and err.errno == 98:
                     hint = " (the port is in use: pick another with HTTPJAIL_HTTP_BIND / HTTPJAIL_HTTPS_BIND)"
                 raise JailSetupError(f"cannot listen on {wanted.bind}: {err}{hint}")
+            for host, port, *_ in server.listen_addrs:
+                # A request for the proxy itself is refused, whatever range is open.
+                self._addon.resolver.policy.own_listeners.add((str(host), int(port)))
             host, port = server.listen_addrs[0][:2]
             binds.append(Bind(host, port))
         return binds

@@ -58,6 +58,7 @@ def test_r_holds_every_field() -> None:
         headers={"Content-Type": "application/json", "X-Custom": "yes"},
         requester_ip="10.99.0.2",
         jail="weak-1234",
+        ip="192.0.2.7",
     )
     [decision] = decide(JsEngine("({deny_message: JSON.stringify(r)})"), req)
     assert decision.message is not None
@@ -72,6 +73,7 @@ def test_r_holds_every_field() -> None:
         "headers": {"content-type": "application/json", "x-custom": "yes"},
         "requester_ip": "10.99.0.2",
         "jail": "weak-1234",
+        "ip": "192.0.2.7",
     }
 
 

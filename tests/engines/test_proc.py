@@ -126,7 +126,7 @@ def test_each_request_is_one_compact_json_line_holding_r(tmp_path: Path) -> None
     assert json.loads(lines[0]) == req.as_rule_input()
     assert json.loads(lines[0])["url"] == "https://api.test:8443/v1/chat?a=1&b=two"
     assert set(json.loads(lines[0])) == {
-        "url", "method", "scheme", "host", "port", "path", "query", "headers", "requester_ip", "jail",
+        "url", "method", "scheme", "host", "port", "path", "query", "headers", "requester_ip", "jail", "ip",
     }
     assert lines[0] == json.dumps(req.as_rule_input(), separators=(",", ":"))
 

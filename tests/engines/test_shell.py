@@ -68,6 +68,7 @@ def test_every_variable_reaches_the_script(monkeypatch: pytest.MonkeyPatch) -> N
         path="/v1/items/7",
         query="a=1&b=two words",
         requester_ip="10.99.0.2",
+        ip="192.0.2.7",
     )
     [decision] = decide("env; exit 1", req)
     assert decision.message is not None
@@ -81,6 +82,7 @@ def test_every_variable_reaches_the_script(monkeypatch: pytest.MonkeyPatch) -> N
         "HTTPJAIL_REQUESTER_IP": "10.99.0.2",
         "HTTPJAIL_PORT": "8443",
         "HTTPJAIL_QUERY": "a=1&b=two words",
+        "HTTPJAIL_IP": "192.0.2.7",
         "HTTPJAIL_TEST_INHERITED": "from httpjail",
     }
     assert env["PATH"] == os.environ["PATH"]

@@ -142,8 +142,10 @@ def test_requests_through_an_https_proxy_url_are_not_an_sni_mismatch(jail, upstr
 # --- loops, tunnels, not HTTP ------------------------------------------------------------
 
 
-def test_request_loop_through_the_proxy_is_refused(jail, upstream, tmp_path):
-    """loop.test resolves to the proxy's own port: the forwarded request comes back."""
+def test_request_for_the_proxy_itself_is_refused_before_it_loops(jail, upstream, tmp_path):
+    """loop.test resolves to the proxy's own address and port: the destination policy
+    refuses it even though --resolve names the address (the loop header would catch it
+    one hop later, as it does when the proxy is reached at an address it does not know)."""
     port = free_port()
     log = tmp_path / "req.log"
     bind = {"HTTPJAIL_HTTP_BIND": f"127.0.0.1:{port}", "HTTPJAIL_HTTPS_BIND": f"127.0.0.1:{port}"}
@@ -156,9 +158,9 @@ def test_request_loop_through_the_proxy_is_refused(jail, upstream, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("HTTP/1.1 403")
-    assert "X-Httpjail-Reason: loop-detected" in result.stdout
-    # Evaluated once on the way out, refused when it came back: no third hop.
-    assert log_entries(log) == [f"+ GET {url}", f"- GET {url}"]
+    assert "X-Httpjail-Reason: destination-private" in result.stdout
+    assert "destination 127.0.0.1 (loop.test) is the proxy itself" in result.stdout
+    assert log_entries(log) == [f"- GET {url}"]
 
 
 def test_request_to_the_proxy_address_itself_is_not_forwarded(jail, upstream):

@@ -48,6 +48,7 @@ from pathlib import Path
 
 from pyroute2 import IPRoute, netns
 
+from httpjail_py.config import JAIL_POOL
 from httpjail_py.jail.cleanup import UndoStack
 from httpjail_py.jail.linux.nft import JailNetSpec
 from httpjail_py.jail.signals import block_in_this_thread
@@ -68,7 +69,7 @@ __all__ = [
 NETNS_PREFIX = "httpjail_"
 JAIL_IF_PREFIX = "hjj"
 NETNS_ETC = Path("/etc/netns")
-DEFAULT_POOL = IPv4Network("10.200.0.0/16")
+DEFAULT_POOL = JAIL_POOL
 
 
 def netns_name(jail_id: str) -> str:

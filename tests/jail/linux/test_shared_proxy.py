@@ -21,6 +21,7 @@ from httpjail_py.cli import parse_config
 from httpjail_py.jail.linux.strong import StrongJail
 from httpjail_py.proxy.addon import JailAddon
 from httpjail_py.proxy.embedded import EmbeddedProxy
+from httpjail_py.proxy.resolver import UpstreamResolver
 from httpjail_py.recorder import Recorder
 from httpjail_py.rules_loader import build_engine
 from tests.jail.linux.conftest import leftovers, strong_capability
@@ -56,11 +57,10 @@ def test_one_proxy_serves_two_jails(
         ca = await asyncio.to_thread(ensure_ca, tmp_path / "ca")
         engine = build_engine(config)
         recorder = Recorder(audit_log=audit)
-        addon = JailAddon(engine, recorder, jail_id="unattributed")
-        proxy = EmbeddedProxy(
-            addon, listen=[], confdir=ca.mitmproxy_confdir, upstream_trust=upstream.ca,
-            resolve=config.resolve,
+        addon = JailAddon(
+            engine, recorder, jail_id="unattributed", resolver=UpstreamResolver(config.resolve)
         )
+        proxy = EmbeddedProxy(addon, listen=[], confdir=ca.mitmproxy_confdir, upstream_trust=upstream.ca)
         await proxy.start()
         try:
             async with contextlib.AsyncExitStack() as stack_b:

@@ -131,7 +131,7 @@ def test_a_connect_relay_inside_the_jail_is_still_caught(
     )
     up = jail.upstream
     script = (
-        f'{sys.executable} -c "$RELAY" > port & sleep 1; P=$(cat port); '
+        f'{sys.executable} -c "$RELAY" > {tmp_path}/port & sleep 1; P=$(cat {tmp_path}/port); '
         f"for u in {up.url('ok.test')} {up.url('api.test')}; do "
         "curl -sS -m 10 -x http://127.0.0.1:$P -o /dev/null -w '%{http_code}\\n' $u; done; kill %1"
     )
