@@ -14,9 +14,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from httpjail_py import __version__
-from httpjail_py.config import Bind, Config, RuleSource, RunMode, parse_bind, parse_resolve
+from httpjail_py.config import (
+    DEFAULT_HEADER_TIMEOUT,
+    Bind,
+    Config,
+    RuleSource,
+    RunMode,
+    parse_bind,
+    parse_resolve,
+)
 from httpjail_py.destinations import parse_network
 from httpjail_py.errors import ConfigError, HttpjailError
+from httpjail_py.proxy.limits import DEFAULT_MAX_IN_FLIGHT, parse_rate
 from httpjail_py.testmode import parse_test_args, request_from_url
 
 __all__ = ["main", "build_parser", "parse_config"]
@@ -72,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-private", metavar="CIDR", action="append", default=[],
                    help="let allowed requests reach this private/loopback/link-local range "
                    "(refused by default; repeatable)")
+    p.add_argument("--max-connections", metavar="N", type=int,
+                   help=f"requests in flight per jail; past it a 503 (default {DEFAULT_MAX_IN_FLIGHT})")
+    p.add_argument("--rate", metavar="RATE[:BURST]",
+                   help="requests per second per jail, in bursts of BURST (default RATE); past it a 429")
+    p.add_argument("--header-timeout", metavar="SECS", type=float,
+                   help="close a client connection whose request head is not complete within SECS "
+                   f"(default {DEFAULT_HEADER_TIMEOUT:g})")
     p.add_argument("--upstream-ca", metavar="FILE", type=Path, action="append", default=[],
                    help="also trust this CA for upstream TLS, besides the system store (repeatable)")
     p.add_argument("-v", "--verbose", action="count", default=0,
@@ -189,6 +205,18 @@ def parse_config(argv: Sequence[str]) -> Config:
         except ValueError as e:
             raise ConfigError(f"--allow-private: {e}") from None
 
+    if args.header_timeout is not None and not 0 < args.header_timeout < float("inf"):
+        raise ConfigError(f"--header-timeout {args.header_timeout:g}: must be a positive number of seconds")
+    if args.max_connections is not None and args.max_connections < 1:
+        raise ConfigError(f"--max-connections {args.max_connections}: must be at least 1")
+    rate = None
+    if args.rate is not None:
+        try:
+            limit = parse_rate(args.rate)
+        except ValueError as e:
+            raise ConfigError(f"--rate: {e}") from None
+        rate = (limit.per_second, limit.burst)
+
     server = mode is RunMode.SERVER
     return Config(
         mode=mode,
@@ -207,6 +235,9 @@ def parse_config(argv: Sequence[str]) -> Config:
         resolve=resolve,
         upstream_cas=tuple(args.upstream_ca),
         allow_private=tuple(allow_private),
+        max_connections=args.max_connections,
+        header_timeout=args.header_timeout,
+        rate=rate,
         verify_upstream=os.environ.get("HTTPJAIL_DANGER_DISABLE_CERT_VALIDATION", "")
         not in ("1", "true", "yes"),
     )

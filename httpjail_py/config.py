@@ -21,9 +21,12 @@ __all__ = [
     "parse_resolve",
     "DEFAULT_JS_TIME_LIMIT",
     "JAIL_POOL",
+    "DEFAULT_HEADER_TIMEOUT",
 ]
 
 DEFAULT_JS_TIME_LIMIT = 0.1  # seconds of CPU a JS rule may use per request
+# Seconds a client may take to send a request head (slowloris); see proxy/slowclients.py.
+DEFAULT_HEADER_TIMEOUT = 30.0
 # Where strong jails take their /30s from: the proxy never dials into it.
 JAIL_POOL = ipaddress.IPv4Network("10.200.0.0/16")
 
@@ -87,6 +90,9 @@ class Config:
     js_time_limit: float = DEFAULT_JS_TIME_LIMIT
     rule_timeout: float | None = None  # --sh / --proc; None: the engine's default
     allow_private: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    max_connections: int | None = None  # requests in flight per jail; None: the default
+    rate: tuple[float, int] | None = None  # requests per second, burst
+    header_timeout: float | None = None  # seconds for a request head; None: the default
 
 
 def _is_number(text: str) -> bool:

@@ -33,6 +33,8 @@ class Reason(enum.StrEnum):
     NOT_HTTP = "not-http"
     UPSTREAM_ERROR = "upstream-error"
     DESTINATION_PRIVATE = "destination-private"
+    RATE_LIMIT = "rate-limit"
+    CONNECTION_LIMIT = "connection-limit"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -33,40 +33,27 @@ from mitmproxy.net.http import url as mitm_url
 from mitmproxy.proxy import server_hooks
 
 from httpjail_py.audit import AuditRecord
+from httpjail_py.config import DEFAULT_HEADER_TIMEOUT
 from httpjail_py.engines.base import DEFAULT_PORTS, Decision, Reason, RequestInfo, RuleEngine
 from httpjail_py.logfiles import utc_timestamp
 from httpjail_py.proxy import patches
 from httpjail_py.proxy.decide import decide
 from httpjail_py.proxy.flowstate import FlowState, request_head_size
 from httpjail_py.proxy.jails import JailRegistry, is_transparent, normal_host
+from httpjail_py.proxy.limits import JailLimits
+from httpjail_py.proxy.refusal import STATUS, blocked_response
 from httpjail_py.proxy.resolver import UpstreamResolver
+from httpjail_py.proxy.slowclients import SlowClientGuard
 from httpjail_py.proxy.transparent import TransparentGuard, close_connections
 from httpjail_py.recorder import Recorder
 
-__all__ = ["JailAddon", "BLOCKED_MESSAGE", "LOOP_HEADER"]
+__all__ = ["JailAddon", "LOOP_HEADER"]
 
 log = logging.getLogger("httpjail.proxy")
 
-BLOCKED_MESSAGE = "Request blocked by httpjail"
-# A refusal's status when it is not 403.
-_STATUS = {Reason.BODY_LIMIT: 413, Reason.UPSTREAM_ERROR: 502}
+_ADMITTED = "httpjail-admitted"  # the jail a request is counted against while in flight
 LOOP_HEADER = "Httpjail-Loop-Prevention"
 _STATE = "httpjail"
-
-
-def blocked_response(decision: Decision, status: int = 403) -> http.Response:
-    """Our refusal: text/plain, `Request blocked by httpjail` and a line saying why."""
-    reason_line = decision.message or "denied"
-    return http.Response.make(
-        status,
-        f"{BLOCKED_MESSAGE}\n{reason_line}\n",
-        {
-            "Content-Type": "text/plain; charset=utf-8",
-            "HTTPJAIL": "true",
-            "X-Httpjail-Reason": str(decision.reason),
-            "Cache-Control": "no-store",
-        },
-    )
 
 
 class JailAddon:
@@ -77,9 +64,12 @@ class JailAddon:
         *,
         jail_id: str = "",
         resolver: UpstreamResolver | None = None,
+        limits: JailLimits | None = None,
+        header_timeout: float = DEFAULT_HEADER_TIMEOUT,
     ) -> None:
         self.engine = engine
         self.recorder = recorder
+        self.limits = limits or JailLimits()
         # Where allowed requests may go (the destination policy), and the addresses dialled.
         self.resolver = resolver or UpstreamResolver()
         self.jails = JailRegistry(jail_id)
@@ -89,7 +79,7 @@ class JailAddon:
         self._allowed_targets: dict[str, set[tuple[str, int]]] = {}
         self.started: asyncio.Event = asyncio.Event()
         # mitmproxy calls the hooks of these after ours.
-        self.addons = [TransparentGuard(self.jails, self._record_refusal)]
+        self.addons = [TransparentGuard(self.jails, self._record_refusal), SlowClientGuard(header_timeout)]
 
     def register_jail(self, address: str, jail_id: str, name_for: Callable[[str], str | None]) -> None:
         """Attribute connections from `address` to `jail_id`; `name_for` reads its fake addresses."""
@@ -128,6 +118,16 @@ class JailAddon:
         if flow.error:  # mitmproxy refused the request itself and answers it (400)
             self._record_invalid(flow)
             return
+        jail = self.jails.jail_id(flow.client_conn)
+        if (refusal := self.limits.admit(jail)) is not None:
+            request = flow.request
+            self._record_refusal(
+                flow.client_conn, request.method, request.pretty_url, request.host, request.port,
+                refusal, STATUS[refusal.reason],
+            )
+            patches.answer_now(flow, blocked_response(refusal))
+            return
+        flow.metadata[_ADMITTED] = jail
         decision = self.jails.name_transparent(flow) if is_transparent(flow.client_conn) else None
         info = self._request_info(flow)
         if decision is None:
@@ -146,7 +146,7 @@ class JailAddon:
             state.decision = decision
         self.recorder.decided(info.method, info.url, info.host, decision)
         if not decision.allowed:
-            patches.answer_now(flow, blocked_response(decision, _STATUS.get(decision.reason, 403)))
+            patches.answer_now(flow, blocked_response(decision))
             return
         self._allowed_targets.setdefault(flow.client_conn.id, set()).add((request.host, request.port))
         seen = request.headers.get(LOOP_HEADER, "")
@@ -229,7 +229,7 @@ class JailAddon:
                 log.warning("%s %s: %s", state.info.method, state.info.url, state.cut)
                 if patches.installed() and flow.response is None:
                     cut = Decision.deny(state.cut, Reason.BODY_LIMIT)
-                    patches.answer_now(flow, blocked_response(cut, 413))
+                    patches.answer_now(flow, blocked_response(cut))
                 else:
                     asyncio.get_running_loop().call_soon(self._abort, flow)
                 return []
@@ -256,9 +256,15 @@ class JailAddon:
         flow.response.stream = count
 
     def response(self, flow: http.HTTPFlow) -> None:
+        self._release(flow)
         self._audit(flow)
 
+    def _release(self, flow: http.HTTPFlow) -> None:
+        if (jail := flow.metadata.pop(_ADMITTED, None)) is not None:
+            self.limits.release(jail)
+
     def error(self, flow: http.HTTPFlow) -> None:
+        self._release(flow)
         state: FlowState | None = flow.metadata.get(_STATE)
         if state is not None and state.decision.allowed and flow.response is None and not state.cut:
             log.info("%s %s: upstream failed: %s", state.info.method, state.info.url, flow.error)
