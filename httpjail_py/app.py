@@ -10,7 +10,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 from httpjail_py.ca import CaFiles, ensure_ca, system_ca_file
-from httpjail_py.config import DEFAULT_HEADER_TIMEOUT, JAIL_POOL, Bind, Config, Listener, RunMode
+from httpjail_py.config import JAIL_POOL, Bind, Config, Listener, RunMode
 from httpjail_py.destinations import DestinationPolicy
 from httpjail_py.errors import JailSetupError
 from httpjail_py.jail import select_jail
@@ -18,7 +18,7 @@ from httpjail_py.jail.base import Jail
 from httpjail_py.jail.signals import block_in_this_thread, hold_signals, on_signals, release_signals
 from httpjail_py.proxy.addon import JailAddon
 from httpjail_py.proxy.embedded import EmbeddedProxy
-from httpjail_py.proxy.limits import DEFAULT_MAX_IN_FLIGHT, JailLimits, RateLimit
+from httpjail_py.proxy.limits import JailLimits
 from httpjail_py.proxy.resolver import UpstreamResolver
 from httpjail_py.recorder import Recorder
 from httpjail_py.rules_loader import build_engine
@@ -144,11 +144,8 @@ async def _run(config: Config) -> int:
             recorder,
             jail_id=jail.jail_id if jail else "server",
             resolver=UpstreamResolver(config.resolve, policy),
-            limits=JailLimits(
-                max_in_flight=config.max_connections or DEFAULT_MAX_IN_FLIGHT,
-                rate=RateLimit(*config.rate) if config.rate else None,
-            ),
-            header_timeout=config.header_timeout or DEFAULT_HEADER_TIMEOUT,
+            limits=JailLimits(max_in_flight=config.max_connections, rate=config.rate),
+            header_timeout=config.header_timeout,
         )
         stop = asyncio.Event()
         if jail is None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from httpjail_py import __version__
 from httpjail_py.config import (
     DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_MAX_IN_FLIGHT,
     Bind,
     Config,
     RuleSource,
@@ -25,7 +26,7 @@ from httpjail_py.config import (
 )
 from httpjail_py.destinations import parse_network
 from httpjail_py.errors import ConfigError, HttpjailError
-from httpjail_py.proxy.limits import DEFAULT_MAX_IN_FLIGHT, parse_rate
+from httpjail_py.ratelimit import parse_rate
 from httpjail_py.testmode import parse_test_args, request_from_url
 
 __all__ = ["main", "build_parser", "parse_config"]
@@ -81,11 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-private", metavar="CIDR", action="append", default=[],
                    help="let allowed requests reach this private/loopback/link-local range "
                    "(refused by default; repeatable)")
-    p.add_argument("--max-connections", metavar="N", type=int,
+    p.add_argument("--max-connections", metavar="N", type=int, default=DEFAULT_MAX_IN_FLIGHT,
                    help=f"requests in flight per jail; past it a 503 (default {DEFAULT_MAX_IN_FLIGHT})")
     p.add_argument("--rate", metavar="RATE[:BURST]",
                    help="requests per second per jail, in bursts of BURST (default RATE); past it a 429")
-    p.add_argument("--header-timeout", metavar="SECS", type=float,
+    p.add_argument("--header-timeout", metavar="SECS", type=float, default=DEFAULT_HEADER_TIMEOUT,
                    help="close a client connection whose request head is not complete within SECS "
                    f"(default {DEFAULT_HEADER_TIMEOUT:g})")
     p.add_argument("--upstream-ca", metavar="FILE", type=Path, action="append", default=[],
@@ -205,17 +206,16 @@ def parse_config(argv: Sequence[str]) -> Config:
         except ValueError as e:
             raise ConfigError(f"--allow-private: {e}") from None
 
-    if args.header_timeout is not None and not 0 < args.header_timeout < float("inf"):
+    if not 0 < args.header_timeout < float("inf"):
         raise ConfigError(f"--header-timeout {args.header_timeout:g}: must be a positive number of seconds")
-    if args.max_connections is not None and args.max_connections < 1:
+    if args.max_connections < 1:
         raise ConfigError(f"--max-connections {args.max_connections}: must be at least 1")
     rate = None
     if args.rate is not None:
         try:
-            limit = parse_rate(args.rate)
+            rate = parse_rate(args.rate)
         except ValueError as e:
             raise ConfigError(f"--rate: {e}") from None
-        rate = (limit.per_second, limit.burst)
 
     server = mode is RunMode.SERVER
     return Config(
@@ -235,9 +235,9 @@ def parse_config(argv: Sequence[str]) -> Config:
         resolve=resolve,
         upstream_cas=tuple(args.upstream_ca),
         allow_private=tuple(allow_private),
+        rate=rate,
         max_connections=args.max_connections,
         header_timeout=args.header_timeout,
-        rate=rate,
         verify_upstream=os.environ.get("HTTPJAIL_DANGER_DISABLE_CERT_VALIDATION", "")
         not in ("1", "true", "yes"),
     )

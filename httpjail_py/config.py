@@ -11,6 +11,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from httpjail_py.ratelimit import RateLimit
+
 __all__ = [
     "Config",
     "Listener",
@@ -22,9 +24,13 @@ __all__ = [
     "DEFAULT_JS_TIME_LIMIT",
     "JAIL_POOL",
     "DEFAULT_HEADER_TIMEOUT",
+    "DEFAULT_MAX_IN_FLIGHT",
 ]
 
 DEFAULT_JS_TIME_LIMIT = 0.1  # seconds of CPU a JS rule may use per request
+# Requests in flight per jail: generous, it protects the host (file descriptors, memory),
+# not anyone's traffic.
+DEFAULT_MAX_IN_FLIGHT = 1000
 # Seconds a client may take to send a request head (slowloris); see proxy/slowclients.py.
 DEFAULT_HEADER_TIMEOUT = 30.0
 # Where strong jails take their /30s from: the proxy never dials into it.
@@ -90,9 +96,9 @@ class Config:
     js_time_limit: float = DEFAULT_JS_TIME_LIMIT
     rule_timeout: float | None = None  # --sh / --proc; None: the engine's default
     allow_private: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
-    max_connections: int | None = None  # requests in flight per jail; None: the default
-    rate: tuple[float, int] | None = None  # requests per second, burst
-    header_timeout: float | None = None  # seconds for a request head; None: the default
+    max_connections: int = DEFAULT_MAX_IN_FLIGHT  # requests in flight per jail
+    rate: RateLimit | None = None  # requests per second per jail; None: no limit
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT  # seconds for a request head
 
 
 def _is_number(text: str) -> bool:

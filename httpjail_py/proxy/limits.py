@@ -7,63 +7,20 @@ before the rule runs, so a flood does not reach a slow rule engine either.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
-from dataclasses import dataclass
 
+from httpjail_py.config import DEFAULT_MAX_IN_FLIGHT
 from httpjail_py.engines.base import Decision, Reason
+from httpjail_py.ratelimit import RateLimit, TokenBucket
 
-__all__ = ["DEFAULT_MAX_IN_FLIGHT", "JailLimits", "RateLimit", "parse_rate"]
-
-# Generous: it protects the host (file descriptors, memory), not anyone's traffic.
-DEFAULT_MAX_IN_FLIGHT = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class RateLimit:
-    per_second: float
-    burst: int
-
-
-def parse_rate(text: str) -> RateLimit:
-    """`--rate`'s argument: `N` (N requests per second, bursts of N) or `N:BURST`.
-    Raises ValueError."""
-    rate_text, _, burst_text = text.partition(":")
-    try:
-        per_second = float(rate_text)
-        burst = int(burst_text) if burst_text else 0
-    except ValueError:
-        raise ValueError(f"{text!r} is not RATE or RATE:BURST (e.g. 10 or 10:50)") from None
-    if not 0 < per_second < float("inf") or (burst_text and burst < 1):
-        raise ValueError(f"{text!r}: the rate must be a positive number and the burst at least 1")
-    burst = burst or max(1, int(per_second))
-    return RateLimit(per_second, burst)
-
-
-class _Bucket:
-    """A token bucket: `burst` tokens, refilled at `per_second`."""
-
-    def __init__(self, limit: RateLimit, now: float) -> None:
-        self.limit = limit
-        self.tokens = float(limit.burst)
-        self.updated = now
-
-    def take(self, now: float) -> float:
-        """Takes a token. Returns 0, or the seconds until one is available (none taken)."""
-        self.tokens = min(self.limit.burst, self.tokens + (now - self.updated) * self.limit.per_second)
-        self.updated = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return 0.0
-        return (1 - self.tokens) / self.limit.per_second
-
+__all__ = ["JailLimits"]
 
 class JailLimits:
     def __init__(self, *, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, rate: RateLimit | None = None) -> None:
         self.max_in_flight = max_in_flight
         self.rate = rate
         self._in_flight: Counter[str] = Counter()
-        self._buckets: dict[str, _Bucket] = {}
+        self._buckets: dict[str, TokenBucket] = {}
 
     def admit(self, jail: str) -> Decision | None:
         """Count one more request of `jail` in flight, or say why it is refused (then it
@@ -75,9 +32,8 @@ class JailLimits:
                 Reason.CONNECTION_LIMIT,
             )
         if self.rate is not None:
-            now = time.monotonic()
-            bucket = self._buckets.get(jail) or self._buckets.setdefault(jail, _Bucket(self.rate, now))
-            wait = bucket.take(now)
+            bucket = self._buckets.get(jail) or self._buckets.setdefault(jail, TokenBucket(self.rate))
+            wait = bucket.take()
             if wait:
                 return Decision.deny(
                     f"over the rate of {self.rate.per_second:g} requests per second "

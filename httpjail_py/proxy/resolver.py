@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from httpjail_py.destinations import DestinationPolicy, Refusal
+from httpjail_py.proxy.jails import normal_host
 
 __all__ = ["Lookup", "UpstreamResolver"]
 
@@ -54,9 +55,9 @@ class Lookup:
         return f"cannot resolve {self.host}: {self.error}"
 
 
-def _literal(host: str) -> str | None:
+def _literal(name: str) -> str | None:
     try:
-        return str(ipaddress.ip_address(host.strip("[]")))
+        return str(ipaddress.ip_address(name))
     except ValueError:
         return None
 
@@ -82,7 +83,7 @@ class UpstreamResolver:
 
     async def lookup(self, host: str, port: int) -> Lookup:
         """Resolve `host` (once per CACHE_SECONDS) and check every address for `port`."""
-        name = host.lower().rstrip(".").strip("[]")
+        name = normal_host(host)
         key = (name, port)
         cached = self._cache.get(key)
         if cached is not None and cached[0] > time.monotonic():

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from httpjail_py.engines.base import Reason
-from httpjail_py.proxy.limits import JailLimits, RateLimit, parse_rate
+from httpjail_py.proxy.limits import JailLimits
+from httpjail_py.ratelimit import RateLimit, parse_rate
 from tests.conftest import Jail
 
 
@@ -34,7 +35,7 @@ def test_in_flight_cap_is_per_jail_and_released() -> None:
 
 def test_rate_allows_a_burst_then_refills(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [100.0]
-    monkeypatch.setattr("httpjail_py.proxy.limits.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("httpjail_py.ratelimit.time.monotonic", lambda: now[0])
     limits = JailLimits(rate=RateLimit(per_second=2, burst=3))
     results = []
     for _ in range(4):
@@ -49,10 +50,6 @@ def test_rate_allows_a_burst_then_refills(monkeypatch: pytest.MonkeyPatch) -> No
     assert limits.admit("a") is not None
 
 
-def codes(stdout: str) -> list[str]:
-    return stdout.split()
-
-
 def test_in_flight_cap_answers_503_and_requests_still_flow(jail: Jail, tmp_path: Path) -> None:
     audit = tmp_path / "audit.jsonl"
     slow = jail.upstream.url("ok.test", "/sse")  # 1.5 s each
@@ -61,7 +58,7 @@ def test_in_flight_cap_answers_503_and_requests_still_flow(jail: Jail, tmp_path:
     args = ["--js", "true", "--max-connections", "2", "--audit-log", str(audit)]
     result = jail.run(args, ["sh", "-c", script], timeout=60)
     assert result.returncode == 0, result.stderr
-    burst, after = codes(result.stdout)[:6], codes(result.stdout)[6:]
+    burst, after = result.stdout.split()[:6], result.stdout.split()[6:]
     assert set(burst) <= {"200", "503"} and burst.count("200") >= 2 and "503" in burst, burst
     assert after == ["200"]  # once the burst is over, requests flow again
     records = [json.loads(line) for line in audit.read_text().splitlines()]

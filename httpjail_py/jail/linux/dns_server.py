@@ -13,26 +13,11 @@ import time
 from typing import Any
 
 from httpjail_py.jail.linux.dns import MAX_UDP_QUERY, FakeAddressPool, resolve
+from httpjail_py.ratelimit import RateLimit, TokenBucket
 
 __all__ = ["DnsSinkhole"]
 
 log = logging.getLogger("httpjail.dns")
-
-
-class _RateLimit:
-    """Token bucket: `rate` queries a second on average, bursts of up to `rate`."""
-
-    def __init__(self, rate: float) -> None:
-        self.rate, self._tokens, self._stamp = rate, rate, time.monotonic()
-
-    def allow(self) -> bool:
-        now = time.monotonic()
-        self._tokens = min(self.rate, self._tokens + (now - self._stamp) * self.rate)
-        self._stamp = now
-        if self._tokens >= 1:
-            self._tokens -= 1
-            return True
-        return False
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
@@ -75,7 +60,7 @@ class DnsSinkhole:
         self.dropped = 0
         """Queries dropped by the rate limit."""
         self.host, self.port = "", 0
-        self._limit = _RateLimit(max_qps)
+        self._limit = TokenBucket(RateLimit.steady(max_qps))
         self._warned_at = -60.0
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
@@ -129,12 +114,12 @@ class DnsSinkhole:
         await self.wait_closed()
 
     def _answer(self, query: bytes, peer: tuple[Any, ...], transport: str) -> bytes | None:
-        if not self._limit.allow():
+        if self._limit.take():
             self.dropped += 1
             if time.monotonic() - self._warned_at > 10:  # once per 10 s of flood, not per query
                 self._warned_at = time.monotonic()
                 log.warning("DNS sinkhole: over %g queries/s, dropping queries (%d so far)",
-                            self._limit.rate, self.dropped)
+                            self._limit.limit.per_second, self.dropped)
             return None
         reply = resolve(query, self.pool)
         log.info("DNS %s from %s:%s (%s)", reply.describe(), peer[0], peer[1], transport)
