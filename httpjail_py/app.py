@@ -161,6 +161,7 @@ async def _run(config: Config) -> int:
             confdir=ca.mitmproxy_confdir,
             upstream_trust=trust,  # type: ignore[arg-type]
             verify_upstream=config.verify_upstream,
+            connect_timeout=config.connect_timeout,
         )
         binds = await proxy.start()
         stack.push_async_callback(proxy.stop)

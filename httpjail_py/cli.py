@@ -15,6 +15,7 @@ from pathlib import Path
 
 from httpjail_py import __version__
 from httpjail_py.config import (
+    DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_MAX_IN_FLIGHT,
     Bind,
@@ -89,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--header-timeout", metavar="SECS", type=float, default=DEFAULT_HEADER_TIMEOUT,
                    help="close a client connection whose request head is not complete within SECS "
                    f"(default {DEFAULT_HEADER_TIMEOUT:g})")
+    p.add_argument("--connect-timeout", metavar="SECS", type=float, default=DEFAULT_CONNECT_TIMEOUT,
+                   help="give up on an upstream that has not accepted the connection within SECS; "
+                   f"the request gets a 502 (default {DEFAULT_CONNECT_TIMEOUT:g})")
     p.add_argument("--upstream-ca", metavar="FILE", type=Path, action="append", default=[],
                    help="also trust this CA for upstream TLS, besides the system store (repeatable)")
     p.add_argument("-v", "--verbose", action="count", default=0,
@@ -206,8 +210,10 @@ def parse_config(argv: Sequence[str]) -> Config:
         except ValueError as e:
             raise ConfigError(f"--allow-private: {e}") from None
 
-    if not 0 < args.header_timeout < float("inf"):
-        raise ConfigError(f"--header-timeout {args.header_timeout:g}: must be a positive number of seconds")
+    timeouts = (("--header-timeout", args.header_timeout), ("--connect-timeout", args.connect_timeout))
+    for flag, seconds in timeouts:
+        if not 0 < seconds < float("inf"):
+            raise ConfigError(f"{flag} {seconds:g}: must be a positive number of seconds")
     if args.max_connections < 1:
         raise ConfigError(f"--max-connections {args.max_connections}: must be at least 1")
     rate = None
@@ -238,6 +244,7 @@ def parse_config(argv: Sequence[str]) -> Config:
         rate=rate,
         max_connections=args.max_connections,
         header_timeout=args.header_timeout,
+        connect_timeout=args.connect_timeout,
         verify_upstream=os.environ.get("HTTPJAIL_DANGER_DISABLE_CERT_VALIDATION", "")
         not in ("1", "true", "yes"),
     )

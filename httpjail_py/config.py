@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_JS_TIME_LIMIT",
     "JAIL_POOL",
     "DEFAULT_HEADER_TIMEOUT",
+    "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_MAX_IN_FLIGHT",
 ]
 
@@ -33,6 +34,9 @@ DEFAULT_JS_TIME_LIMIT = 0.1  # seconds of CPU a JS rule may use per request
 DEFAULT_MAX_IN_FLIGHT = 1000
 # Seconds a client may take to send a request head (slowloris); see proxy/slowclients.py.
 DEFAULT_HEADER_TIMEOUT = 30.0
+# Seconds for the TCP connect to an upstream: a destination that drops SYNs would otherwise
+# hold the request for the kernel's two minutes of retries.
+DEFAULT_CONNECT_TIMEOUT = 30.0
 # Where strong jails take their /30s from: the proxy never dials into it.
 JAIL_POOL = ipaddress.IPv4Network("10.200.0.0/16")
 
@@ -99,6 +103,7 @@ class Config:
     max_connections: int = DEFAULT_MAX_IN_FLIGHT  # requests in flight per jail
     rate: RateLimit | None = None  # requests per second per jail; None: no limit
     header_timeout: float = DEFAULT_HEADER_TIMEOUT  # seconds for a request head
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT  # seconds for an upstream TCP connect
 
 
 def _is_number(text: str) -> bool:

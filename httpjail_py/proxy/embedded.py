@@ -18,7 +18,7 @@ from mitmproxy.addons import core, disable_h2c, next_layer, proxyserver, tlsconf
 from mitmproxy.master import Master
 from mitmproxy.proxy import mode_specs
 
-from httpjail_py.config import Bind, Listener
+from httpjail_py.config import DEFAULT_CONNECT_TIMEOUT, Bind, Listener
 from httpjail_py.errors import JailSetupError
 from httpjail_py.proxy import patches
 from httpjail_py.proxy.addon import JailAddon
@@ -42,12 +42,14 @@ class EmbeddedProxy:
         confdir: Path,
         upstream_trust: Path | None,
         verify_upstream: bool = True,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     ) -> None:
         self._addon = addon
         self._listen = list(listen)
         self._confdir = confdir
         self._upstream_trust = upstream_trust
         self._verify_upstream = verify_upstream
+        self._connect_timeout = connect_timeout
         self._master: Master | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -66,6 +68,8 @@ class EmbeddedProxy:
                 "its HTTP internals differ from what httpjail_py/proxy/patches.py fixes"
             )
         opts = options.Options()
+        opts.add_option(patches.CONNECT_TIMEOUT_OPTION, float, self._connect_timeout,
+                        "seconds for the TCP connect to an upstream (httpjail --connect-timeout)")
         master = Master(opts, event_loop=loop)
         self._proxyserver = proxyserver.Proxyserver()
         master.addons.add(

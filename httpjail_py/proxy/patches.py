@@ -1,4 +1,4 @@
-"""The two places where we change mitmproxy's own behaviour (mitmproxy 12.x internals).
+"""The three places where we change mitmproxy's own behaviour (mitmproxy 12.x internals).
 
 1. Answer a refused request at once, however much body it still has to send.
    A response set in `requestheaders` is sent only after mitmproxy has read the whole
@@ -21,25 +21,58 @@
    whatever request the body spelled). `Http1Client.send` now adds
    `Transfer-Encoding: chunked` to such requests.
 
+3. Give up on an upstream that does not answer the connect.
+   mitmproxy dials with `asyncio.open_connection` and no deadline, so a destination that
+   drops SYNs held the request (and its slot under --max-connections) for the kernel's
+   two minutes of retries. `ConnectionHandler.open_connection` now has the deadline of
+   the option `CONNECT_TIMEOUT_OPTION` (--connect-timeout); past it the request fails
+   like any refused connect, with a 502 saying it timed out.
+
 `install()` checks that the internals exist and returns False when they do not; the
 proxy then refuses to start (2 is a security fix), naming the mitmproxy version.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
 from mitmproxy import http
 
-__all__ = ["ANSWER_NOW", "answer_now", "install", "installed"]
+__all__ = ["ANSWER_NOW", "CONNECT_TIMEOUT_OPTION", "answer_now", "install", "installed"]
 
 log = logging.getLogger("httpjail.proxy")
 
 ANSWER_NOW = "httpjail.answer_now"
+CONNECT_TIMEOUT_OPTION = "httpjail_connect_timeout"
 _installed = False
+# The deadline of the connect being made in this task (None: no deadline).
+_connect_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "httpjail_connect_deadline", default=None)
+
+
+class _AsyncioWithConnectDeadline:
+    """What `mitmproxy.proxy.server` sees as `asyncio`: the module itself, except that
+    `open_connection` keeps to the deadline of the connection handler calling it."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(asyncio, name)
+
+    @staticmethod
+    async def open_connection(*args: Any, **kwargs: Any) -> Any:
+        seconds = _connect_deadline.get()
+        if seconds is None:
+            return await asyncio.open_connection(*args, **kwargs)
+        try:
+            async with asyncio.timeout(seconds):
+                return await asyncio.open_connection(*args, **kwargs)
+        except TimeoutError:
+            # mitmproxy reports str(error), which is "" for a bare TimeoutError.
+            raise TimeoutError(f"connect timed out after {seconds:g} s") from None
 
 
 def answer_now(flow: http.HTTPFlow, response: http.Response) -> None:
@@ -76,6 +109,14 @@ def install() -> bool:
         kill = _events.ErrorCode.KILL
         send_http = layers_http.SendHttp
         response_headers_hook = _hooks.HttpResponseHeadersHook
+        from mitmproxy.proxy import server as proxy_server
+
+        handler_cls: Any = proxy_server.ConnectionHandler
+        open_connection: Callable[..., Coroutine[Any, Any, None]] = handler_cls.open_connection
+        handler_cls.__annotations__["layer"]  # the handler's options are read through it
+        server_module: Any = proxy_server
+        if server_module.asyncio is not asyncio:
+            raise AttributeError("mitmproxy.proxy.server does not dial through the asyncio module")
     except (ImportError, AttributeError) as e:
         log.error("mitmproxy internals differ from 12.x: %s", e)
         return False
@@ -127,10 +168,23 @@ def install() -> bool:
                 request.headers["transfer-encoding"] = "chunked"
         yield from h1_send(self, event)
 
+    # --- 3. a deadline for the upstream connect ----------------------------------------
+
+    async def open_connection_in_time(self: Any, command: Any) -> None:
+        # The handler keeps no context of its own; its first layer holds the options.
+        seconds = getattr(self.layer.context.options, CONNECT_TIMEOUT_OPTION, None)
+        # The handler runs each connect in a task of its own, so this value is seen by
+        # that connect alone.
+        _connect_deadline.set(seconds)
+        await open_connection(self, command)
+
     state_wait_for_request_headers.__name__ = "state_wait_for_request_headers"
     state_stream_request_body.__name__ = "state_stream_request_body"
     stream_cls.state_wait_for_request_headers = state_wait_for_request_headers
     stream_cls.state_stream_request_body = state_stream_request_body
     h1_client.send = send
+    open_connection_in_time.__name__ = "open_connection"
+    handler_cls.open_connection = open_connection_in_time
+    server_module.asyncio = _AsyncioWithConnectDeadline()
     _installed = True
     return True
