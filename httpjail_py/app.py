@@ -108,6 +108,8 @@ def _loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, object])
 
 
 async def _run(config: Config) -> int:
+    # Before anything is started: rule processes and the command get placeholders only.
+    config.credentials.hide_from_children(os.environ)
     engine = build_engine(config)
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(engine.aclose)
@@ -121,7 +123,9 @@ async def _run(config: Config) -> int:
                 f"cannot create or read the CA in {e.filename}: {e.strerror}; "
                 "set XDG_CONFIG_HOME to a writable directory"
             ) from e
-        recorder = Recorder(request_log=config.request_log, audit_log=config.audit_log)
+        recorder = Recorder(
+            request_log=config.request_log, audit_log=config.audit_log, redact=config.credentials.redact
+        )
         stack.callback(recorder.close)
         stack.callback(_print_summary, recorder)
 
@@ -146,6 +150,7 @@ async def _run(config: Config) -> int:
             resolver=UpstreamResolver(config.resolve, policy),
             limits=JailLimits(max_in_flight=config.max_connections, rate=config.rate),
             header_timeout=config.header_timeout,
+            credentials=config.credentials,
         )
         stop = asyncio.Event()
         if jail is None:
@@ -167,6 +172,8 @@ async def _run(config: Config) -> int:
         stack.push_async_callback(proxy.stop)
         if jail is None:
             _say(f"proxy listening on {binds[0]} (HTTP) and {binds[1]} (HTTPS); CA: {ca.cert}")
+            for secret in config.credentials.secrets:
+                _say(f"{secret.name}: give clients {secret.placeholder} (for {', '.join(secret.hosts)})")
             return await _serve_until(stop)
 
         binds = await attach_jail(stack, jail, proxy, addon)

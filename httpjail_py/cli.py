@@ -25,6 +25,7 @@ from httpjail_py.config import (
     parse_bind,
     parse_resolve,
 )
+from httpjail_py.credentials import Credentials, RedactingFilter, load_credentials
 from httpjail_py.destinations import parse_network
 from httpjail_py.errors import ConfigError, HttpjailError
 from httpjail_py.ratelimit import parse_rate
@@ -93,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--connect-timeout", metavar="SECS", type=float, default=DEFAULT_CONNECT_TIMEOUT,
                    help="give up on an upstream that has not accepted the connection within SECS; "
                    f"the request gets a 502 (default {DEFAULT_CONNECT_TIMEOUT:g})")
+    p.add_argument("--secret", metavar="NAME@HOST[,HOST...]", action="append", default=[],
+                   help="hold the environment variable NAME for the command: it sees a placeholder, "
+                   "which the proxy replaces with the value only in requests to HOST (repeatable)")
+    p.add_argument("--secret-file", metavar="NAME=PATH@HOST[,HOST...]", action="append", default=[],
+                   help="as --secret, with the value read from PATH (repeatable)")
+    p.add_argument("--header", metavar="HOST:NAME:VALUE", action="append", default=[],
+                   help="set this header on every request to HOST (repeatable)")
     p.add_argument("--upstream-ca", metavar="FILE", type=Path, action="append", default=[],
                    help="also trust this CA for upstream TLS, besides the system store (repeatable)")
     p.add_argument("-v", "--verbose", action="count", default=0,
@@ -223,6 +231,14 @@ def parse_config(argv: Sequence[str]) -> Config:
         except ValueError as e:
             raise ConfigError(f"--rate: {e}") from None
 
+    try:
+        credentials = load_credentials(args.secret, args.secret_file, args.header, os.environ)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if args.secret_file and args.weak:
+        print("httpjail: warning: in --weak mode the command runs as you and can read the "
+              "--secret-file files itself", file=sys.stderr)
+
     server = mode is RunMode.SERVER
     return Config(
         mode=mode,
@@ -245,14 +261,17 @@ def parse_config(argv: Sequence[str]) -> Config:
         max_connections=args.max_connections,
         header_timeout=args.header_timeout,
         connect_timeout=args.connect_timeout,
+        credentials=credentials,
         verify_upstream=os.environ.get("HTTPJAIL_DANGER_DISABLE_CERT_VALIDATION", "")
         not in ("1", "true", "yes"),
     )
 
 
-def setup_logging(verbosity: int) -> None:
+def setup_logging(verbosity: int, credentials: Credentials | None = None) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("httpjail: %(message)s"))
+    if credentials:
+        handler.addFilter(RedactingFilter(credentials))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
@@ -283,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from httpjail_py import app
 
         config = parse_config(sys.argv[1:] if argv is None else argv)
-        setup_logging(config.verbosity)
+        setup_logging(config.verbosity, config.credentials)
         if config.mode is RunMode.CLEANUP:
             return cleanup()
         return asyncio.run(app.run(config))

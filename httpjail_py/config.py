@@ -11,6 +11,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from httpjail_py.credentials import Credentials
 from httpjail_py.ratelimit import RateLimit
 
 __all__ = [
@@ -104,6 +105,7 @@ class Config:
     rate: RateLimit | None = None  # requests per second per jail; None: no limit
     header_timeout: float = DEFAULT_HEADER_TIMEOUT  # seconds for a request head
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT  # seconds for an upstream TCP connect
+    credentials: Credentials = Credentials()  # --secret, --secret-file, --header
 
 
 def _is_number(text: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from httpjail_py.audit import AuditRecord
@@ -16,7 +17,15 @@ log = logging.getLogger("httpjail.decisions")
 
 
 class Recorder:
-    def __init__(self, *, request_log: Path | None = None, audit_log: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        request_log: Path | None = None,
+        audit_log: Path | None = None,
+        redact: Callable[[str], str] = str,
+    ) -> None:
+        # Applied to every line written: a secret's value must never reach a log.
+        self._redact = redact
         self._request_log = LineWriter(request_log, "--request-log") if request_log else None
         try:
             self._audit_log = LineWriter(audit_log, "--audit-log") if audit_log else None
@@ -33,7 +42,7 @@ class Recorder:
         if not decision.allowed:
             self.denied_hosts[host] += 1
         if self._request_log:
-            self._request_log.write(request_log_line(decision.allowed, method, target))
+            self._request_log.write(self._redact(request_log_line(decision.allowed, method, target)))
         if decision.allowed:
             log.info("+ %s %s", method, target)
         else:
@@ -41,7 +50,7 @@ class Recorder:
 
     def finished(self, record: AuditRecord) -> None:
         if self._audit_log:
-            self._audit_log.write(record.to_json())
+            self._audit_log.write(self._redact(record.to_json()))
 
     def summary(self) -> str | None:
         """The exit line, or None when nothing was denied."""

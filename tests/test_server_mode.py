@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -32,10 +33,11 @@ def port_open(port: int) -> bool:
 
 
 @contextlib.contextmanager
-def server(jail, http_bind: str, https_bind: str, ports: tuple[int, ...]) -> Iterator[subprocess.Popen[str]]:
+def server(jail, http_bind: str, https_bind: str, ports: tuple[int, ...], args: tuple[str, ...] = (),
+           env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[str]]:
     """A running `httpjail --server`; yields once every port in `ports` accepts."""
-    env = {"HTTPJAIL_HTTP_BIND": http_bind, "HTTPJAIL_HTTPS_BIND": https_bind}
-    proc = jail.popen(["--server", *RULE], env=env)
+    env = {"HTTPJAIL_HTTP_BIND": http_bind, "HTTPJAIL_HTTPS_BIND": https_bind, **(env or {})}
+    proc = jail.popen(["--server", *RULE, *args], env=env)
     try:
         deadline = time.monotonic() + 20
         while not all(port_open(p) for p in ports):
@@ -51,11 +53,11 @@ def server(jail, http_bind: str, https_bind: str, ports: tuple[int, ...]) -> Ite
             proc.communicate()
 
 
-def curl(port: int, url: str, ca) -> subprocess.CompletedProcess[str]:
+def curl(port: int, url: str, ca, *extra: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     return subprocess.run(
         ["curl", "-sS", "--max-time", "10", "-x", f"http://127.0.0.1:{port}", "--cacert", str(ca),
-         "-w", "\n%{http_code}", url],
+         "-w", "\n%{http_code}", *extra, url],
         capture_output=True, text=True, timeout=20, env=env,
     )  # fmt: skip
 
@@ -145,3 +147,26 @@ def test_sigterm_with_a_request_in_flight_stops_cleanly(jail, upstream):
     assert proc.returncode == 0, err
     assert time.monotonic() - start < 5
     assert "Traceback" not in err and "Exception in callback" not in err, err
+
+
+def test_server_mode_names_the_placeholder_and_puts_the_secret_in(jail, upstream, config_home):
+    key = "sk-test-" + secrets.token_hex(20)
+    http_port, https_port = free_port(), free_port()
+    ca = config_home / "httpjail" / "ca-cert.pem"
+    args = ("--secret", "TEST_API_KEY@ok.test")
+    with server(jail, str(http_port), str(https_port), (http_port, https_port), args,
+                {"TEST_API_KEY": key}) as proc:
+        assert proc.stderr is not None
+        while not (line := proc.stderr.readline()).startswith("httpjail: TEST_API_KEY: give clients "):
+            assert line, "httpjail --server exited without naming the placeholder"
+        placeholder = line.split()[4]
+        tag = secrets.token_hex(4)
+        sent = curl(http_port, upstream.url("ok.test", f"/echo/{tag}"), ca,
+                    "-H", f"Authorization: Bearer {placeholder}")
+        assert sent.stdout.endswith("\n200"), sent.stderr
+        [got] = [s for s in upstream.seen if s.path == f"/echo/{tag}"]
+        assert got.headers["authorization"] == f"Bearer {key}"
+        assert key not in sent.stdout
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=15)
+    assert key not in out + err + line

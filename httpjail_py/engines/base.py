@@ -35,6 +35,7 @@ class Reason(enum.StrEnum):
     DESTINATION_PRIVATE = "destination-private"
     RATE_LIMIT = "rate-limit"
     CONNECTION_LIMIT = "connection-limit"
+    SECRET_TO_WRONG_HOST = "secret-to-wrong-host"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

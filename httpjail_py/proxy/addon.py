@@ -3,14 +3,16 @@
 
 Order of events for a request (all on mitmproxy's event loop):
 
-    requestheaders  checks (loop, Host/SNI agreement), then the rule and the destination
-                    policy (`decide`); deny answers our 403 at once (patches: the body
-                    is not read), allow streams the body upstream through a byte
-                    counter (and max_tx_bytes cut)
+    requestheaders  checks (loop, Host/SNI agreement: `precheck`), then the rule and the
+                    destination policy (`decide`), then the secrets put in (`injector`,
+                    which refuses a placeholder bound for the wrong host); deny answers
+                    our 403 at once (patches: the body is not read), allow streams the
+                    body upstream through a byte counter (and max_tx_bytes cut)
     server_connect  the last gate before any outbound socket: only a (host, port) that a
                     rule allowed for this client connection may be dialled, and only
                     at addresses the destination policy accepts
     responseheaders the response streams back (SSE, large downloads) through a counter
+                    (and, from a secret's hosts, a filter that replaces echoed values)
     response/error  one audit record
 
 Anything that is not HTTP (raw TCP inside a tunnel or after an upgrade, UDP), and any
@@ -29,18 +31,20 @@ from collections.abc import Callable
 
 from mitmproxy import http, tcp, udp
 from mitmproxy.connection import Client
-from mitmproxy.net.http import url as mitm_url
 from mitmproxy.proxy import server_hooks
 
 from httpjail_py.audit import AuditRecord
 from httpjail_py.config import DEFAULT_HEADER_TIMEOUT
-from httpjail_py.engines.base import DEFAULT_PORTS, Decision, Reason, RequestInfo, RuleEngine
+from httpjail_py.credentials import Credentials
+from httpjail_py.engines.base import Decision, Reason, RequestInfo, RuleEngine
 from httpjail_py.logfiles import utc_timestamp
 from httpjail_py.proxy import patches
 from httpjail_py.proxy.decide import decide
 from httpjail_py.proxy.flowstate import FlowState, request_head_size
+from httpjail_py.proxy.injector import CredentialInjector
 from httpjail_py.proxy.jails import JailRegistry, is_transparent, normal_host
 from httpjail_py.proxy.limits import JailLimits
+from httpjail_py.proxy.precheck import LOOP_HEADER, precheck
 from httpjail_py.proxy.refusal import STATUS, blocked_response
 from httpjail_py.proxy.resolver import UpstreamResolver
 from httpjail_py.proxy.slowclients import SlowClientGuard
@@ -52,7 +56,6 @@ __all__ = ["JailAddon", "LOOP_HEADER"]
 log = logging.getLogger("httpjail.proxy")
 
 _ADMITTED = "httpjail-admitted"  # the jail a request is counted against while in flight
-LOOP_HEADER = "Httpjail-Loop-Prevention"
 _STATE = "httpjail"
 
 
@@ -66,6 +69,7 @@ class JailAddon:
         resolver: UpstreamResolver | None = None,
         limits: JailLimits | None = None,
         header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+        credentials: Credentials | None = None,
     ) -> None:
         self.engine = engine
         self.recorder = recorder
@@ -78,8 +82,13 @@ class JailAddon:
         self.loop_nonce = secrets.token_hex(8)
         self._allowed_targets: dict[str, set[tuple[str, int]]] = {}
         self.started: asyncio.Event = asyncio.Event()
+        self.injector = CredentialInjector(credentials or Credentials())
         # mitmproxy calls the hooks of these after ours.
-        self.addons = [TransparentGuard(self.jails, self._record_refusal), SlowClientGuard(header_timeout)]
+        self.addons = [
+            TransparentGuard(self.jails, self._record_refusal),
+            SlowClientGuard(header_timeout),
+            self.injector,
+        ]
 
     def register_jail(self, address: str, jail_id: str, name_for: Callable[[str], str | None]) -> None:
         """Attribute connections from `address` to `jail_id`; `name_for` reads its fake addresses."""
@@ -131,7 +140,7 @@ class JailAddon:
         decision = self.jails.name_transparent(flow) if is_transparent(flow.client_conn) else None
         info = self._request_info(flow)
         if decision is None:
-            decision = self._precheck(flow, info)
+            decision = precheck(flow, info, self.loop_nonce)
         engine = "httpjail"
         if decision is None:
             decision, info, engine = await decide(self.engine, self.resolver, info)
@@ -144,6 +153,8 @@ class JailAddon:
         if decision.allowed and decision.max_tx_bytes is not None:
             decision = self._apply_tx_limit(flow, state, head, decision.max_tx_bytes)
             state.decision = decision
+        if decision.allowed and (refusal := self.injector.inject(flow, info)) is not None:
+            decision = state.decision = refusal
         self.recorder.decided(info.method, info.url, info.host, decision)
         if not decision.allowed:
             patches.answer_now(flow, blocked_response(decision))
@@ -152,36 +163,6 @@ class JailAddon:
         seen = request.headers.get(LOOP_HEADER, "")
         request.headers[LOOP_HEADER] = f"{seen}, {self.loop_nonce}" if seen else self.loop_nonce
         request.stream = self._upload_counter(flow, state)
-
-    def _precheck(self, flow: http.HTTPFlow, info: RequestInfo) -> Decision | None:
-        """Refusals that no rule can override. None when the request may go to the rule."""
-        request = flow.request
-        if self.loop_nonce in request.headers.get(LOOP_HEADER, ""):
-            return Decision.deny(
-                "request loop: this request came back to the same httpjail proxy", Reason.LOOP
-            )
-        host_header = request.host_header
-        if host_header:
-            try:
-                h_host, h_port = mitm_url.parse_authority(host_header, check=True)
-            except ValueError:
-                return Decision.deny(f"malformed Host header {host_header!r}", Reason.HOST_MISMATCH)
-            h_port = h_port or DEFAULT_PORTS.get(request.scheme, request.port)
-            if (normal_host(h_host), h_port) != (normal_host(request.host), request.port):
-                return Decision.deny(
-                    f"Host header {host_header!r} does not match the request target "
-                    f"{info.host}:{info.port}",
-                    Reason.HOST_MISMATCH,
-                )
-        # The SNI names the target only when TLS ends here for this request: a plain
-        # http:// request sent over TLS to the proxy itself (an https:// proxy URL)
-        # carries the proxy's name.
-        sni = flow.client_conn.sni if request.scheme == "https" else None
-        if sni and normal_host(sni) != normal_host(request.host):
-            return Decision.deny(
-                f"TLS SNI {sni!r} does not match the request target {info.host}", Reason.HOST_MISMATCH
-            )
-        return None
 
     def _request_info(self, flow: http.HTTPFlow) -> RequestInfo:
         request = flow.request

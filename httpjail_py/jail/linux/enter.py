@@ -12,8 +12,11 @@ single-threaded process (not in a `preexec_fn` of the multi-threaded proxy proce
    (`docker run --network host` would be an escape), containerd, podman, and the name
    services that resolve names outside the jail (systemd-resolved, nscd, D-Bus);
 3. CAP_NET_ADMIN and CAP_NET_RAW (and the capabilities that could undo the jail:
-   CAP_SYS_ADMIN for `setns` back to the host, CAP_SYS_MODULE, CAP_SYS_PTRACE, CAP_BPF)
-   dropped from the bounding set, so not even a setuid-root program run later gets them;
+   CAP_SYS_ADMIN for `setns` back to the host, CAP_SYS_MODULE, CAP_SYS_PTRACE, CAP_BPF;
+   and CAP_PERFMON, which alone, with neither of the other two, still let a jailed root
+   read httpjail's /proc/<pid>/environ, where the real --secret values are, in spite of
+   httpjail being undumpable) dropped from the bounding set, so not even a setuid-root
+   program run later gets them;
 4. the invoking user's identity (`--user UID:GID`), or, staying root, the same
    capabilities removed from the inheritable and ambient sets;
 5. a SIGKILL for the command when httpjail dies (`PR_SET_PDEATHSIG`, set after the change
@@ -40,8 +43,10 @@ MS_BIND, MS_REC, MS_SLAVE = 0x1000, 0x4000, 0x80000
 PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 1, 24, 47, 4
 SIGKILL = 9
 CAP_SYS_MODULE, CAP_SYS_PTRACE, CAP_SYS_ADMIN = 16, 19, 21
-CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF = 12, 13, 39
-DROPPED_CAPS = (CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, CAP_SYS_MODULE, CAP_SYS_PTRACE, CAP_BPF)
+CAP_NET_ADMIN, CAP_NET_RAW, CAP_PERFMON, CAP_BPF = 12, 13, 38, 39
+DROPPED_CAPS = (
+    CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, CAP_SYS_MODULE, CAP_SYS_PTRACE, CAP_PERFMON, CAP_BPF
+)
 _CAP_VERSION_3 = 0x20080522
 
 MASKED_SOCKETS = (
