@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -76,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test", nargs="+", metavar="[METHOD] URL",
                    help="evaluate the rule for one request; exit 0 allow, 1 deny")
     p.add_argument("--docker-run", action="store_true",
-                   help="run a Docker container in the jail (not yet available)")
+                   help="the command is `[docker run options] IMAGE [CMD...]`: run that container "
+                   "in the jail (root)")
     p.add_argument("--timeout", metavar="SECS", type=float,
                    help="stop COMMAND (and its process group) after SECS; exit 124")
     p.add_argument("--resolve", metavar="HOST:PORT:ADDR", action="append", default=[],
@@ -173,7 +175,14 @@ def parse_config(argv: Sequence[str]) -> Config:
     if len(modes) > 1:
         raise ConfigError(f"{' and '.join(modes)} cannot be used together")
     if args.docker_run:
-        raise ConfigError("--docker-run is not available in this version yet")
+        if args.weak:
+            raise ConfigError("--docker-run jails the container's network; it cannot be --weak")
+        from httpjail_py.jail.docker.runargs import parse_docker_run
+
+        try:
+            parse_docker_run(command)
+        except ValueError as e:
+            raise ConfigError(f"--docker-run: {e}") from None
     if args.server and args.timeout is not None:
         raise ConfigError("--timeout applies to a command; --server runs no command")
     if args.timeout is not None and args.timeout <= 0:
@@ -246,6 +255,7 @@ def parse_config(argv: Sequence[str]) -> Config:
         rule_timeout=args.rule_timeout,
         command=tuple(command),
         weak=args.weak,
+        docker_run=args.docker_run,
         test_method=test_method,
         test_url=test_url,
         request_log=args.request_log,
@@ -283,12 +293,22 @@ def setup_logging(verbosity: int, credentials: Credentials | None = None) -> Non
 
 
 def cleanup() -> int:
-    """`--cleanup`: sweep what killed strong jails left; say what was removed."""
+    """`--cleanup`: sweep what killed strong and Docker jails left; say what was removed."""
     if os.geteuid() != 0:
         raise ConfigError("--cleanup removes network namespaces and nftables tables: run it as root (sudo)")
     from httpjail_py.jail.linux.liveness import sweep
 
-    removed = sweep()
+    removed = []
+    if shutil.which("docker") is not None:
+        from httpjail_py.errors import JailSetupError
+        from httpjail_py.jail.docker.jail import connect, sweep_containers
+
+        try:
+            # Containers first: what runs in a dead jail's namespace goes with them.
+            removed += sweep_containers(connect())
+        except JailSetupError as e:
+            print(f"httpjail: no Docker containers swept: {e}", file=sys.stderr)
+    removed += sweep()
     for resource in removed:
         print(f"httpjail: removed {resource}", file=sys.stderr)
     print(f"httpjail: cleanup done, {len(removed)} leftover resources removed", file=sys.stderr)

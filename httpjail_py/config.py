@@ -87,6 +87,7 @@ class Config:
     rule: RuleSource
     command: tuple[str, ...] = ()
     weak: bool = False
+    docker_run: bool = False  # `command` is then `[docker run options] IMAGE [CMD...]`
     test_method: str = "GET"
     test_url: str = ""
     request_log: Path | None = None

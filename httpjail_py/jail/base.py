@@ -95,7 +95,13 @@ def select_jail(config: Config) -> Jail:
 
         return WeakJail(config)
     if problem := strong_jail_problem():
+        if config.docker_run:
+            problem = f"--docker-run wires the container's network as the strong jail does, and {problem}"
         raise ConfigError(problem)
+    if config.docker_run:
+        from httpjail_py.jail.docker.jail import DockerJail
+
+        return DockerJail(config)
     from httpjail_py.jail.linux.strong import StrongJail
 
     return StrongJail(config)

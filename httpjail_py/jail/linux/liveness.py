@@ -43,7 +43,7 @@ from httpjail_py.jail.linux.netns import (
     remove_netns,
 )
 
-__all__ = ["RUN_DIR", "Claim", "claim", "host_veth_name", "is_our_id", "subnet_lock", "sweep"]
+__all__ = ["RUN_DIR", "Claim", "claim", "host_veth_name", "is_alive", "is_our_id", "subnet_lock", "sweep"]
 
 log = logging.getLogger("httpjail.cleanup")
 
@@ -130,6 +130,16 @@ def _dead(jail_id: str) -> int | None:
         os.close(fd)
         return None
     return fd
+
+
+def is_alive(jail_id: str) -> bool:
+    """Whether the jail `jail_id` is held by a running httpjail (its claim is locked)."""
+    fd = _dead(jail_id)
+    if fd is None:
+        return True
+    if fd >= 0:
+        os.close(fd)
+    return False
 
 
 def _ids_in_use() -> dict[str, list[str]]:

@@ -55,9 +55,11 @@ from httpjail_py.jail.signals import block_in_this_thread
 
 __all__ = [
     "DEFAULT_POOL",
+    "add_netns",
     "NETNS_ETC",
     "NETNS_PREFIX",
     "allocate_subnet",
+    "attach_netns",
     "create_jail_network",
     "delete_link",
     "jail_ifname",
@@ -123,7 +125,7 @@ def remove_netns(name: str) -> None:
         subprocess.run(["ip", "netns", "delete", name], check=True, capture_output=True, timeout=30)
 
 
-def _add_netns(name: str) -> None:
+def add_netns(name: str) -> None:
     result = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True, timeout=30)
     if result.returncode != 0:
         raise OSError(f"ip netns add {name}: {result.stderr.strip()}")
@@ -166,8 +168,19 @@ def _disable_ipv6_in_netns(name: str, ifnames: list[str]) -> None:
     )
 
 
-def create_jail_network(spec: JailNetSpec, undo: UndoStack) -> None:
-    """Make the jail's netns, veth pair, addresses, route and resolv.conf (module doc).
+def attach_netns(name: str, pid: int) -> None:
+    """Name the network namespace of process `pid` `name` (the Docker jail's holder's)."""
+    result = subprocess.run(["ip", "netns", "attach", name, str(pid)], capture_output=True, text=True,
+                            timeout=30)
+    if result.returncode != 0:
+        raise OSError(f"ip netns attach {name} {pid}: {result.stderr.strip()}")
+
+
+def create_jail_network(
+    spec: JailNetSpec, undo: UndoStack, make_netns: Callable[[str], None] = add_netns
+) -> None:
+    """Make the jail's netns (with `make_netns(name)`), veth pair, addresses, route and
+    resolv.conf (module doc).
 
     On any error it raises with the undo steps of what it made already pushed; the caller
     runs `undo.run()`. A resource that existed before (a link named `spec.host_veth`, the
@@ -180,7 +193,8 @@ def create_jail_network(spec: JailNetSpec, undo: UndoStack) -> None:
 
     if ns in netns.listnetns():
         raise FileExistsError(f"network namespace {ns} already exists")
-    _add_netns(ns)
+    make_netns(ns)
+    # For an attached namespace this removes the name; the namespace goes with its owner.
     undo.push(f"remove netns {ns}", lambda: remove_netns(ns))
 
     with IPRoute() as ipr:

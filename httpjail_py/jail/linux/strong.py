@@ -24,7 +24,7 @@ import pwd
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from httpjail_py.ca import CaFiles, invoking_user
@@ -36,7 +36,13 @@ from httpjail_py.jail.cleanup import UndoStack
 from httpjail_py.jail.linux.dns import FakeAddressPool
 from httpjail_py.jail.linux.dns_server import DnsSinkhole
 from httpjail_py.jail.linux.liveness import Claim, claim, host_veth_name, subnet_lock, sweep
-from httpjail_py.jail.linux.netns import NETNS_ETC, allocate_subnet, create_jail_network, netns_name
+from httpjail_py.jail.linux.netns import (
+    NETNS_ETC,
+    add_netns,
+    allocate_subnet,
+    create_jail_network,
+    netns_name,
+)
 from httpjail_py.jail.linux.nft import JailNetSpec, render_delete, render_host_ruleset, render_jail_ruleset
 from httpjail_py.jail.weak import proxied_env
 
@@ -106,8 +112,16 @@ class StrongJail(Jail):
         self._preparing = asyncio.ensure_future(asyncio.to_thread(self._make_network))
         await asyncio.shield(self._preparing)
 
+    def _sweep(self) -> list[str]:
+        return sweep()
+
+    def _make_netns(self, spec: JailNetSpec) -> Callable[[str], None]:
+        """How the jail's netns comes to be: `ip netns add` (the Docker jail names a
+        container's instead)."""
+        return add_netns
+
     def _make_network(self) -> None:
-        removed = sweep()
+        removed = self._sweep()
         if removed:
             log.warning("removed what a killed httpjail left behind: %s", ", ".join(removed))
         self._claim = claim()
@@ -121,7 +135,7 @@ class StrongJail(Jail):
                 jail_id=jail_id, host_veth=host_veth_name(jail_id), host_addr=host,
                 jail_addr=jail, proxy_port=1, dns_port=2,
             )
-            create_jail_network(self._spec, self._undo)
+            create_jail_network(self._spec, self._undo, self._make_netns(self._spec))
         log.info("jail %s: %s (host end %s on %s)", self.jail_id, jail.ip, host.ip, self._spec.host_veth)
 
     def _net(self) -> JailNetSpec:

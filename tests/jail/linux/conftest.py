@@ -51,6 +51,18 @@ def quiet_sink(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sink]:
             sink.destroy()
 
 
+def assert_nothing_escaped(outcome: dict[str, str]) -> None:
+    """What escape.py reports from a jail: every TCP connection ended at the proxy, and
+    nothing else was even sent."""
+    for port in (22, 80, 443, 8080):
+        assert outcome[f"tcp {port}"] == "connected, read b''"  # the proxy's, closed at once
+    assert outcome["http 8080"] == "HTTP/1.1 403 Forbidden"
+    for name in ("udp 9999", "dns to the sink", "udp to the gateway", "icmp", "raw ip", "packet socket"):
+        assert outcome[name].startswith("PermissionError"), (name, outcome[name])
+    assert outcome["dns to the jail resolver"].startswith("answer of")  # the sinkhole's own
+    assert not outcome["ipv6"].startswith("connected")
+
+
 def jail_id_of(stderr: str) -> str:
     """The jail's netns name, from httpjail's `-v` output."""
     match = JAIL_ID.search(stderr)
