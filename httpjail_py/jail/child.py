@@ -48,7 +48,7 @@ def _give_terminal(fd: int, pgid: int) -> None:
         signal.signal(signal.SIGTTOU, old)
 
 
-def _child_setup(tty: int | None) -> None:
+def _child_setup(tty: int | None, held: bool) -> None:
     """Runs in the child between fork and exec: own process group, the terminal if any."""
     os.setpgid(0, 0)
     if tty is not None:
@@ -56,6 +56,8 @@ def _child_setup(tty: int | None) -> None:
     # An ignored signal stays ignored across exec; the command starts with the defaults.
     for sig in HANDLED:
         signal.signal(sig, signal.SIG_DFL)
+    if held:
+        signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
 
 
 async def _stop_group(pgid: int, proc: asyncio.subprocess.Process, first: int) -> None:
@@ -72,12 +74,17 @@ def exit_status(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
-async def run_child(argv: Sequence[str], env: Mapping[str, str], *, timeout: float | None = None) -> int:
-    """Run `argv` to completion and return httpjail's exit status for it."""
+async def run_child(
+    argv: Sequence[str], env: Mapping[str, str], *, timeout: float | None = None, held: bool = False
+) -> int:
+    """Run `argv` to completion and return httpjail's exit status for it.
+
+    `held`: start it with the forwarded signals blocked, for a program that unblocks them
+    once it is ready to die of them (enter.py, just before it becomes the command)."""
     tty = _terminal_fd()
     try:
         proc = await asyncio.create_subprocess_exec(
-            *argv, env=dict(env), preexec_fn=lambda: _child_setup(tty)
+            *argv, env=dict(env), preexec_fn=lambda: _child_setup(tty, held)
         )
     except (FileNotFoundError, NotADirectoryError):
         print(f"httpjail: command not found: {argv[0]}", file=sys.stderr, flush=True)

@@ -21,7 +21,9 @@ single-threaded process (not in a `preexec_fn` of the multi-threaded proxy proce
    capabilities removed from the inheritable and ambient sets;
 5. a SIGKILL for the command when httpjail dies (`PR_SET_PDEATHSIG`, set after the change
    of user, which clears it): a jail whose proxy is gone has nothing left to serve it;
-6. `exec` of the command: 127 when it does not exist, 126 when it cannot be executed.
+6. `exec` of the command, with the signals httpjail forwards unblocked (it blocked them
+   for the start of this process): 127 when it does not exist, 126 when it cannot be
+   executed.
 
 Everything it imports is imported before it becomes the user, who may not be able to
 read the interpreter's own library (a pyenv Python under /root).
@@ -35,6 +37,7 @@ import ctypes
 import errno
 import os
 import pwd
+import signal
 import sys
 
 CLONE_NEWNET = 0x40000000
@@ -42,6 +45,7 @@ CLONE_NEWNS = 0x00020000
 MS_BIND, MS_REC, MS_SLAVE = 0x1000, 0x4000, 0x80000
 PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 1, 24, 47, 4
 SIGKILL = 9
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)  # jail/signals.py HANDLED
 CAP_SYS_MODULE, CAP_SYS_PTRACE, CAP_SYS_ADMIN = 16, 19, 21
 CAP_NET_ADMIN, CAP_NET_RAW, CAP_PERFMON, CAP_BPF = 12, 13, 38, 39
 DROPPED_CAPS = (
@@ -189,6 +193,13 @@ def main(argv: list[str]) -> int:
     if program is None:
         _say(f"command not found: {command[0]}")
         return 127
+    # httpjail started this process with its signals blocked (`run_child(..., held=True)`):
+    # one sent while the interpreter was still starting would have ended it with a
+    # traceback and status 1. Now the command's defaults apply, and one that is pending
+    # ends this process as it would have ended the command.
+    for sig in FORWARDED:
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
     try:
         os.execv(program, command)
     except OSError as e:

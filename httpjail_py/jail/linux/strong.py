@@ -192,7 +192,7 @@ class StrongJail(Jail):
         return [*argv, "--", *command]
 
     async def run(self, argv: Sequence[str], env: Mapping[str, str]) -> int:
-        return await run_child(self.enter_argv(argv), env, timeout=self.config.timeout)
+        return await run_child(self.enter_argv(argv), env, timeout=self.config.timeout, held=True)
 
     # --- teardown ------------------------------------------------------------------------
 
