@@ -11,7 +11,7 @@ import logging
 import os
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from httpjail_py import __version__
@@ -244,9 +244,15 @@ def parse_config(argv: Sequence[str]) -> Config:
         credentials = load_credentials(args.secret, args.secret_file, args.header, os.environ)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    if args.secret_file and args.weak:
-        print("httpjail: warning: in --weak mode the command runs as you and can read the "
-              "--secret-file files itself", file=sys.stderr)
+    danger = os.environ.get("HTTPJAIL_DANGER_DISABLE_CERT_VALIDATION", "")
+    verify_upstream = danger not in ("1", "true", "yes")
+    if credentials and not verify_upstream:
+        raise ConfigError("--secret, --secret-file and --header send values only to verified upstreams: "
+                          "unset HTTPJAIL_DANGER_DISABLE_CERT_VALIDATION")
+    if credentials.secrets and args.weak:
+        print("httpjail: warning: in --weak mode the command runs as you: it can read your other "
+              "processes' environments and your files (--secret-file's too), wherever the secret "
+              "is there as well", file=sys.stderr)
 
     server = mode is RunMode.SERVER
     return Config(
@@ -272,8 +278,7 @@ def parse_config(argv: Sequence[str]) -> Config:
         header_timeout=args.header_timeout,
         connect_timeout=args.connect_timeout,
         credentials=credentials,
-        verify_upstream=os.environ.get("HTTPJAIL_DANGER_DISABLE_CERT_VALIDATION", "")
-        not in ("1", "true", "yes"),
+        verify_upstream=verify_upstream,
     )
 
 
@@ -298,17 +303,18 @@ def cleanup() -> int:
         raise ConfigError("--cleanup removes network namespaces and nftables tables: run it as root (sudo)")
     from httpjail_py.jail.linux.liveness import sweep
 
-    removed = []
+    containers: Callable[[], list[str]] | None = None
     if shutil.which("docker") is not None:
         from httpjail_py.errors import JailSetupError
         from httpjail_py.jail.docker.jail import connect, sweep_containers
 
         try:
+            client = connect()
             # Containers first: what runs in a dead jail's namespace goes with them.
-            removed += sweep_containers(connect())
+            containers = lambda: sweep_containers(client)  # noqa: E731
         except JailSetupError as e:
             print(f"httpjail: no Docker containers swept: {e}", file=sys.stderr)
-    removed += sweep()
+    removed = sweep(containers)
     for resource in removed:
         print(f"httpjail: removed {resource}", file=sys.stderr)
     print(f"httpjail: cleanup done, {len(removed)} leftover resources removed", file=sys.stderr)

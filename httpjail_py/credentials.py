@@ -104,6 +104,11 @@ def read_secret_file(path: Path) -> str:
         raise ValueError(f"{path} is not UTF-8 text") from None
 
 
+def _mask(value: str) -> str:
+    """Stars, as many as `value` has bytes: a body keeps its length (its Content-Length)."""
+    return "*" * len(value.encode())
+
+
 def _check_value(value: str, what: str) -> None:
     if len(value) < MIN_SECRET_LENGTH:
         raise ValueError(f"{what} is shorter than {MIN_SECRET_LENGTH} characters: too short to hold safely")
@@ -124,15 +129,15 @@ class Secret:
         _check_value(value, what)
         # As long as the value when it can be, so that an echo of the value in a response
         # can be replaced without changing the body's length (its Content-Length).
-        random_part = max(_MIN_RANDOM, len(value) - len(PLACEHOLDER_PREFIX))
+        random_part = max(_MIN_RANDOM, len(value.encode()) - len(PLACEHOLDER_PREFIX))
         placeholder = PLACEHOLDER_PREFIX + "".join(secrets.choice(_ALPHABET) for _ in range(random_part))
         return cls(name, value, tuple(hosts), placeholder)
 
     @property
     def echo_mask(self) -> str:
         """What an echo of the value in a response becomes: the placeholder, or a mask of
-        the same length when the value is too short for a placeholder of its length."""
-        return self.placeholder if len(self.placeholder) == len(self.value) else "*" * len(self.value)
+        as many bytes when the value is too short for a placeholder of its length."""
+        return self.placeholder if len(self.placeholder) == len(self.value.encode()) else _mask(self.value)
 
     def belongs_to(self, host: str) -> bool:
         return any(host_matches(pattern, host) for pattern in self.hosts)
@@ -188,12 +193,14 @@ class Credentials:
     @functools.cached_property
     def _header_masks(self) -> list[tuple[str, str]]:
         values = [value for rule in self.headers for value in (rule.value, *rule.parts)]
-        return [(value, "*" * len(value)) for value in values if len(value) >= MIN_SECRET_LENGTH]
+        return [(value, _mask(value)) for value in values if len(value) >= MIN_SECRET_LENGTH]
 
     @functools.cached_property
     def _values(self) -> list[tuple[str, str]]:
-        """(real value, what it becomes where the jail or a log could see it)."""
-        return [(s.value, s.echo_mask) for s in self.secrets] + self._header_masks
+        """(real value, what it becomes where the jail or a log could see it), longest
+        first: a value that holds another is replaced whole, not around the shorter one."""
+        pairs = [(s.value, s.echo_mask) for s in self.secrets] + self._header_masks
+        return sorted(pairs, key=lambda pair: len(pair[0]), reverse=True)
 
     def redact(self, text: str) -> str:
         """`text` with every real value replaced (for logs and messages)."""
@@ -233,7 +240,8 @@ class Credentials:
         undumpable, so that
         a process of the same user cannot read the values from its memory or from
         /proc/<pid>/environ (which keeps the environment the process started with)."""
-        replace = [(s.value, s.placeholder) for s in self.secrets] + self._header_masks
+        replace = sorted([(s.value, s.placeholder) for s in self.secrets] + self._header_masks,
+                         key=lambda pair: len(pair[0]), reverse=True)
         for name in self.hidden:
             environ.pop(name, None)
         for name, value in list(environ.items()):
@@ -318,11 +326,14 @@ def load_credentials(
     for spec in header_specs:
         rule = _flagged("--header", parse_header, spec)
         names = _REFERENCE.findall(rule.value)
-        if missing := [name for name in names if name not in environ]:
-            raise ValueError(f"--header {spec}: the environment variable {missing[0]} is not set")
-        value = _REFERENCE.sub(lambda m: environ[m.group(1)], rule.value)
-        expanded = _flagged("--header", parse_header, f"{rule.host}:{rule.name}:{value}")
-        headers.append(HeaderRule(rule.host, rule.name, expanded.value, tuple(environ[n] for n in names)))
+        for name in names:
+            if name not in environ:
+                raise ValueError(f"--header {spec}: the environment variable {name} is not set")
+            # The value itself never goes into a message.
+            _flagged("--header", _check_value, environ[name].strip(), f"the value of {name} in {spec!r}")
+        value = _REFERENCE.sub(lambda m: environ[m.group(1)].strip(), rule.value)
+        parts = tuple(environ[name].strip() for name in names)
+        headers.append(HeaderRule(rule.host, rule.name, value.strip(), parts))
         hidden += names
     return Credentials(tuple(held), tuple(headers), tuple(dict.fromkeys(hidden)))
 

@@ -162,3 +162,25 @@ def test_a_process_that_holds_secrets_is_undumpable() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             env={"K": REAL, "PATH": "/usr/bin:/bin"}, cwd=Path(__file__).parent.parent)
     assert result.stdout.split() == ["0", "httpjail-secret-"], result.stderr
+
+
+def test_a_value_that_holds_another_is_replaced_whole() -> None:
+    inner = Secret.make("A", "abcdefghij", ["a.test"], "A")
+    outer = Secret.make("B", "xx-abcdefghij-yy-" + "z" * 30, ["a.test"], "B")
+    creds = Credentials((inner, outer))
+    assert creds.redact(f"got {outer.value}") == f"got {outer.placeholder}"
+    assert creds.redact_bytes(outer.value.encode()) == outer.placeholder.encode()
+
+
+def test_a_mask_keeps_the_byte_length_of_a_value_that_is_not_ascii() -> None:
+    secret = Secret.make("K", "pässwörd-ünïcode", ["a.test"], "K")
+    creds = Credentials((secret,))
+    body = f"[{secret.value}]".encode()
+    assert len(creds.redact_bytes(body)) == len(body)
+    assert secret.value.encode() not in creds.redact_bytes(body)
+
+
+def test_a_header_value_from_the_environment_is_checked_without_showing_it() -> None:
+    with pytest.raises(ValueError) as caught:
+        load_credentials([], [], ["svc.test:X-Auth:${TOKEN}"], {"TOKEN": "secret-part\nmore"})
+    assert "line break" in str(caught.value) and "secret-part" not in str(caught.value)

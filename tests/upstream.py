@@ -8,7 +8,10 @@ Endpoints (any host name in `NAMES`):
     /echo...        any method; JSON of method, path, headers, body length and sha256
     /bytes/N        N bytes of b"x", streamed in 64 KiB chunks with a Content-Length
     /sse            text/event-stream: `data: first`, a 1.5 s pause, `data: second`, end
-    /ws             WebSocket echo (text and binary)
+    /ws             WebSocket echo (text and binary); `/ws?tell-auth` prefixes each echo with
+                    the Authorization header of the upgrade request
+    /echo-gzip      as /echo, gzip-compressed whatever the request's Accept-Encoding
+    /not-http       answers with a line that is not HTTP, repeating the request's head
     /upgrade        `Upgrade: raw-echo`: answers 101, then echoes raw bytes; records a
                     `RAW` entry in `seen` whose body_len counts the raw bytes as they arrive
     /git/REPO...    git smart HTTP (`git http-backend`) over the repositories in git_root
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import gzip
 import hashlib
 import http.server
 import io
@@ -241,6 +245,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return self._raw_upgrade()
         if path.startswith("/git/"):
             return self._git()
+        if path == "/not-http":
+            self.wfile.write(b"NOT HTTP; you sent: " + str(self.requestline).encode() + b" "
+                             + str(self.headers).encode().replace(b"\n", b" ") + b"\r\n\r\n")
+            self.close_connection = True
+            return None
         body = self._read_body()
         self._record(len(body))
         if path.startswith("/bytes/"):
@@ -256,6 +265,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             "body_len": len(body),
             "body_sha256": hashlib.sha256(body).hexdigest(),
         }
+        if path == "/echo-gzip":
+            body = gzip.compress(json.dumps(info).encode())
+            return self._send(200, body, extra={"Content-Encoding": "gzip"})
         self._send(200, json.dumps(info).encode())
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _dispatch
@@ -356,6 +368,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Sec-WebSocket-Accept", accept)
         self.end_headers()
         self.wfile.flush()
+        prefix = (self.headers.get("Authorization", "") + " ").encode() if "tell-auth" in self.path else b""
         while True:
             head = self.rfile.read(2)
             if len(head) < 2:
@@ -371,6 +384,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self.wfile.write(bytes([0x88, len(data)]) + data)
                 return
             if opcode in (0x1, 0x2):
+                data = prefix + data
                 frame = bytes([0x80 | opcode])
                 if len(data) < 126:
                     frame += bytes([len(data)])

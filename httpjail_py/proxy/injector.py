@@ -2,11 +2,15 @@
 gets back (see `httpjail_py/credentials.py` for what the user configures).
 
 A placeholder is looked for in every request header (inside `Basic` credentials too, as
-git sends a token) and in the path and query. Found on the way to one of its hosts over
-HTTPS, it is replaced by the real value. Found anywhere else, the request is refused as an
-attempted credential leak (`secret-to-wrong-host`). A placeholder in a body is never
-replaced. Responses from a secret's hosts have any echo of a real value replaced before
-they reach the jail: in the headers, and in the body as it streams.
+git sends a token) and in the URL. In a header or the query string of a request to one of
+its hosts over HTTPS, it is replaced by the real value; in the URL's path or a body it is
+never replaced. Sent to another host, or over plain HTTP, the request is refused as an
+attempted credential leak (`secret-to-wrong-host`).
+
+Whatever a secret's host sends back reaches the jail with every real value replaced: the
+headers, reason phrase and trailers, the body as it streams (uncompressed: requests ask
+for that, and a compressed answer is decoded whole first), WebSocket messages, and the
+error page mitmproxy makes of a reply that is not HTTP (patches.REDACT).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from mitmproxy import http
 
 from httpjail_py.credentials import Credentials, Secret
 from httpjail_py.engines.base import Decision, Reason, RequestInfo
+from httpjail_py.proxy import patches
+from httpjail_py.proxy.refusal import blocked_response
 
 __all__ = ["CredentialInjector"]
 
@@ -66,14 +72,17 @@ class CredentialInjector:
             request.headers.fields = tuple(
                 (name, self._swap(value, basic.get(i))) for i, (name, value) in enumerate(fields)
             )
-            request.path = self._swap_in(request.path)
-            # An echo of a value can be found in a body only if the body is not compressed.
-            request.headers["accept-encoding"] = "identity"
+            path, question, query = request.path.partition("?")
+            request.path = path + question + self._swap_in(query)
             log.info("%s %s: put in %s", info.method, info.url, ", ".join(sorted(found)))
-        for rule in self.credentials.headers_for(info.host):
-            request.headers[rule.name] = rule.value
+        if info.scheme == "https":
+            for rule in self.credentials.headers_for(info.host):
+                request.headers[rule.name] = rule.value
         if self.credentials.guards(info.host):
             flow.metadata[_GUARDED] = True
+            flow.metadata[patches.REDACT] = self.credentials.redact
+            # An echo of a value is found as it streams only in a body that is not compressed.
+            request.headers["accept-encoding"] = "identity"
         return None
 
     def _refuse(self, found: Iterable[Secret], info: RequestInfo) -> Decision | None:
@@ -111,7 +120,39 @@ class CredentialInjector:
             return
         redact = self.credentials.redact_bytes
         response.headers.fields = tuple((name, redact(value)) for name, value in response.headers.fields)
+        response.reason = self.credentials.redact(response.reason)
+        if response.headers.get("content-encoding", "identity").strip().lower() != "identity":
+            # It ignored the request for an uncompressed answer: read it whole (`response`).
+            response.stream = False
+            return
         response.stream = _redacting(response.stream, self.credentials.response_redactor())
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        response = flow.response
+        if response is None or not flow.metadata.get(_GUARDED):
+            return
+        redact = self.credentials.redact_bytes
+        if (trailers := response.trailers) is not None:
+            trailers.fields = tuple((name, redact(value)) for name, value in trailers.fields)
+        if response.raw_content is None or response.stream:
+            return
+        try:
+            content = response.get_content(strict=True)
+        except ValueError:  # an encoding that cannot be decoded cannot be checked: none of it passes
+            encoding = response.headers.get("content-encoding", "")
+            flow.response = blocked_response(Decision.deny(
+                f"the response is compressed ({encoding}), which httpjail cannot decode to keep "
+                "the secrets it sent out of it", Reason.UPSTREAM_ERROR))
+            return
+        if content is not None:
+            response.content = redact(content)
+
+    def websocket_message(self, flow: http.HTTPFlow) -> None:
+        if flow.websocket is None or not flow.metadata.get(_GUARDED):
+            return
+        message = flow.websocket.messages[-1]
+        if not message.from_client:
+            message.content = self.credentials.redact_bytes(message.content)
 
 
 def _redacting(

@@ -1,4 +1,4 @@
-"""The three places where we change mitmproxy's own behaviour (mitmproxy 12.x internals).
+"""The places where we change mitmproxy's own behaviour (mitmproxy 12.x internals).
 
 1. Answer a refused request at once, however much body it still has to send.
    A response set in `requestheaders` is sent only after mitmproxy has read the whole
@@ -28,8 +28,17 @@
    the option `CONNECT_TIMEOUT_OPTION` (--connect-timeout); past it the request fails
    like any refused connect, with a 502 saying it timed out.
 
+4. Keep secrets out of what mitmproxy itself tells the client.
+   For a reply that is not valid HTTP, mitmproxy answers 502 with the bytes it got
+   (`unexpected server response: b'...'`): a service of a secret's host that echoes the
+   request in such a reply would hand the jail the real value. A flow with a redactor in
+   `flow.metadata[REDACT]` has its error messages passed through it. And an empty DATA
+   frame in the middle of an HTTP/2 response is dropped before the body's stream filter
+   sees it: the filter takes b"" as the end of the body (as mitmproxy calls it at the
+   end), and would let go of the start of a value it holds back.
+
 `install()` checks that the internals exist and returns False when they do not; the
-proxy then refuses to start (2 is a security fix), naming the mitmproxy version.
+proxy then refuses to start (2 and 4 are security fixes), naming the mitmproxy version.
 """
 
 from __future__ import annotations
@@ -43,12 +52,13 @@ from typing import Any
 
 from mitmproxy import http
 
-__all__ = ["ANSWER_NOW", "CONNECT_TIMEOUT_OPTION", "answer_now", "install", "installed"]
+__all__ = ["ANSWER_NOW", "CONNECT_TIMEOUT_OPTION", "REDACT", "answer_now", "install", "installed"]
 
 log = logging.getLogger("httpjail.proxy")
 
 ANSWER_NOW = "httpjail.answer_now"
 CONNECT_TIMEOUT_OPTION = "httpjail_connect_timeout"
+REDACT = "httpjail.redact"  # flow metadata: str -> str, applied to the flow's error messages
 _installed = False
 # The deadline of the connect being made in this task (None: no deadline).
 _connect_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
@@ -67,10 +77,13 @@ class _AsyncioWithConnectDeadline:
         seconds = _connect_deadline.get()
         if seconds is None:
             return await asyncio.open_connection(*args, **kwargs)
+        deadline = asyncio.timeout(seconds)
         try:
-            async with asyncio.timeout(seconds):
+            async with deadline:
                 return await asyncio.open_connection(*args, **kwargs)
         except TimeoutError:
+            if not deadline.expired():  # the kernel's own ETIMEDOUT: its message is right
+                raise
             # mitmproxy reports str(error), which is "" for a bare TimeoutError.
             raise TimeoutError(f"connect timed out after {seconds:g} s") from None
 
@@ -88,7 +101,7 @@ def installed() -> bool:
 
 
 def install() -> bool:
-    """Install both patches (once). Returns whether they are in place."""
+    """Install the patches (once). Returns whether they are in place."""
     global _installed
     if _installed:
         return True
@@ -100,6 +113,9 @@ def install() -> bool:
         h1_client: Any = _http1.Http1Client
         wait_headers: Callable[..., Generator[Any, Any, None]] = stream_cls.state_wait_for_request_headers
         stream_body: Callable[..., Generator[Any, Any, None]] = stream_cls.state_stream_request_body
+        stream_response: Callable[..., Generator[Any, Any, None]] = stream_cls.state_stream_response_body
+        protocol_error: Callable[..., Generator[Any, Any, None]] = stream_cls.handle_protocol_error
+        response_data = _events.ResponseData
         h1_send: Callable[..., Generator[Any, Any, None]] = h1_client.send
         for name in ("state_consume_request_body", "state_errored", "send_response", "flow_done",
                      "state_wait_for_response_headers"):
@@ -178,11 +194,26 @@ def install() -> bool:
         _connect_deadline.set(seconds)
         await open_connection(self, command)
 
+    # --- 4. secrets out of mitmproxy's own messages ----------------------------------------
+
+    def handle_protocol_error(self: Any, event: Any) -> Generator[Any, Any, None]:
+        if (redact := self.flow.metadata.get(REDACT)) is not None:
+            event.message = redact(event.message)
+        yield from protocol_error(self, event)
+
+    def state_stream_response_body(self: Any, event: Any) -> Generator[Any, Any, None]:
+        if isinstance(event, response_data) and not event.data:
+            return
+        yield from stream_response(self, event)
+
     state_wait_for_request_headers.__name__ = "state_wait_for_request_headers"
     state_stream_request_body.__name__ = "state_stream_request_body"
     stream_cls.state_wait_for_request_headers = state_wait_for_request_headers
     stream_cls.state_stream_request_body = state_stream_request_body
     h1_client.send = send
+    stream_cls.handle_protocol_error = handle_protocol_error
+    state_stream_response_body.__name__ = "state_stream_response_body"
+    stream_cls.state_stream_response_body = state_stream_response_body
     open_connection_in_time.__name__ = "open_connection"
     handler_cls.open_connection = open_connection_in_time
     server_module.asyncio = _AsyncioWithConnectDeadline()

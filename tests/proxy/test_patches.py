@@ -21,10 +21,12 @@ def _patched() -> tuple[object, ...]:
         layers_http.HttpStream.state_stream_request_body,
         _http1.Http1Client.send,
         server.ConnectionHandler.open_connection,
+        layers_http.HttpStream.handle_protocol_error,
+        layers_http.HttpStream.state_stream_response_body,
     )
 
 
-def test_install_is_idempotent_and_wraps_the_four_methods() -> None:
+def test_install_is_idempotent_and_wraps_the_methods() -> None:
     assert patches.install() is True
     wrapped = _patched()
     assert patches.install() is True and patches.installed()

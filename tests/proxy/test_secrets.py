@@ -20,6 +20,7 @@ from subprocess import CompletedProcess
 import pytest
 
 from tests.conftest import Jail
+from tests.proxy.test_protocols import CLIENTS
 from tests.upstream import Upstream
 
 PLACEHOLDER = re.compile(r"httpjail-secret-[a-z0-9]+")
@@ -159,7 +160,7 @@ def test_secret_file_and_header(jail: Jail, upstream: Upstream, tmp_path: Path) 
     assert result.stdout.endswith("token=unset\n")
     for text in (result.stdout, result.stderr):
         assert key not in text and token not in text
-    assert "can read the --secret-file files itself" in result.stderr  # the test runs --weak
+    assert "in --weak mode the command runs as you" in result.stderr  # the test runs --weak
 
 
 @pytest.mark.parametrize(("args", "env", "message"), [
@@ -174,3 +175,63 @@ def test_bad_secrets_are_refused_before_anything_runs(
     result = jail.run([*args, "--js", "true"], ["true"], env=env)
     assert result.returncode == 2
     assert message in result.stderr
+
+
+# Ways a secret's host could hand the value back other than as a plain echo in a body.
+ECHOES = r"""
+import gzip, json, os, ssl, subprocess, sys, urllib.request, urllib.error
+api, ws, wsclient = sys.argv[1:4]
+key = os.environ["TEST_API_KEY"]
+ctx = ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
+auth = {"Authorization": f"Bearer {key}"}
+def get(url, headers):
+    try:
+        resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), context=ctx)
+    except urllib.error.HTTPError as e:
+        resp = e
+    return resp.status, resp.headers, resp.read()
+status, _, body = get(f"{api}/not-http?key={key}", auth)
+print("not-http", status, body.decode(errors="replace").replace("\n", " "))
+status, headers, body = get(f"{api}/echo-gzip", {**auth, "Accept-Encoding": "gzip"})
+if headers.get("Content-Encoding") == "gzip":
+    body = gzip.decompress(body)
+print("gzip", status, json.loads(body)["headers"]["authorization"])
+out = subprocess.run([sys.executable, wsclient, f"{ws}/ws?tell-auth", "hi"], capture_output=True, text=True,
+                     env={**os.environ, "WS_AUTHORIZATION": f"Bearer {key}"}).stdout
+print("websocket", json.loads(out)["echo"])
+"""
+
+
+def test_echoes_in_error_pages_compressed_bodies_and_websockets_are_replaced(
+    jail: Jail, upstream: Upstream
+) -> None:
+    key = real_key()
+    child = [sys.executable, "-c", ECHOES, upstream.url("api.test", ""),
+             upstream.url("api.test", "").replace("https://", "wss://"), str(CLIENTS / "wsclient.py")]
+    result = jail.run(["--js", "true", "--secret", "TEST_API_KEY@api.test", "-vvv"], child,
+                      env={"TEST_API_KEY": key})
+    assert result.returncode == 0, result.stderr
+    lines = {line.split(" ", 1)[0]: line for line in result.stdout.splitlines()}
+    assert lines["not-http"].startswith("not-http 502") and "httpjail-secret-" in lines["not-http"]
+    assert PLACEHOLDER.fullmatch(lines["gzip"].removeprefix("gzip 200 Bearer "))
+    assert PLACEHOLDER.fullmatch(lines["websocket"].removeprefix("websocket Bearer ").removesuffix(" hi"))
+    assert key not in result.stdout + result.stderr
+
+
+def test_a_header_rule_applies_over_https_only(jail: Jail, upstream: Upstream) -> None:
+    tag = secrets.token_hex(4)
+    token = "internal-" + secrets.token_hex(8)
+    urls = [upstream.url("api.test", f"/echo/{tag}/tls"),
+            upstream.url("api.test", f"/echo/{tag}/plain", tls=False)]
+    result = jail.run(["--js", "true", "--header", f"api.test:X-Internal-Auth:{token}"],
+                      ["sh", "-c", f"curl -sS -o /dev/null {urls[0]} && curl -sS -o /dev/null {urls[1]}"])
+    assert result.returncode == 0, result.stderr
+    assert seen(upstream, tag, "tls").get("x-internal-auth") == token
+    assert "x-internal-auth" not in seen(upstream, tag, "plain")
+
+
+def test_secrets_are_refused_with_upstream_verification_off(jail: Jail) -> None:
+    result = jail.run(["--secret", "K@api.test", "--js", "true"], ["true"],
+                      env={"K": real_key(), "HTTPJAIL_DANGER_DISABLE_CERT_VALIDATION": "1"})
+    assert result.returncode == 2
+    assert "send values only to verified upstreams" in result.stderr

@@ -91,7 +91,7 @@ class DockerJail(StrongJail):
     def _sweep(self) -> list[str]:
         self._client = connect()
         # Containers first: what runs in a dead jail's namespace goes with them.
-        return sweep_containers(self._client) + sweep()
+        return sweep(lambda: sweep_containers(self._client))
 
     def _make_netns(self, spec: JailNetSpec) -> Callable[[str], None]:
         holder, pid = start_holder(self._client, spec.jail_id, dns=str(spec.host_addr.ip))

@@ -29,7 +29,7 @@ import shutil
 import signal
 import string
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +43,10 @@ from httpjail_py.jail.linux.netns import (
     remove_netns,
 )
 
-__all__ = ["RUN_DIR", "Claim", "claim", "host_veth_name", "is_alive", "is_our_id", "subnet_lock", "sweep"]
+__all__ = [
+    "RUN_DIR", "Claim", "claim", "host_veth_name", "is_alive", "is_our_id",
+    "subnet_lock", "sweep", "sweep_lock",
+]
 
 log = logging.getLogger("httpjail.cleanup")
 
@@ -195,8 +198,27 @@ def remove_resources(jail_id: str) -> None:
     shutil.rmtree(NETNS_ETC / name, ignore_errors=True)
 
 
-def sweep() -> list[str]:
-    """Remove the resources of every dead jail of ours. Returns what was removed. Blocking."""
+@contextlib.contextmanager
+def sweep_lock() -> Iterator[None]:
+    """Held while sweeping: one sweep at a time, and none while it is held elsewhere."""
+    fd = os.open(_run_dir() / "sweep.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def sweep(first: Callable[[], list[str]] | None = None) -> list[str]:
+    """Remove the resources of every dead jail of ours. Returns what was removed. Blocking.
+
+    `first` sweeps what else a dead jail may have left (the Docker jail's containers), in
+    the same hold of the lock."""
+    with sweep_lock():
+        return (first() if first else []) + _sweep()
+
+
+def _sweep() -> list[str]:
     removed: list[str] = []
     for jail_id, resources in sorted(_ids_in_use().items()):
         fd = _dead(jail_id)

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from httpjail_py.errors import JailSetupError
+from httpjail_py.jail.linux.liveness import sweep_lock
 from tests.conftest import Jail
 from tests.jail.docker.image import build_test_image
 from tests.jail.linux.conftest import assert_nothing_escaped, jail_id_of, leftovers, strong_capability
@@ -210,9 +211,10 @@ def test_timeout_stops_the_container_and_cleans_up(jail: Jail, docker_client: An
 def test_after_sigkill_cleanup_removes_the_containers(jail: Jail, docker_client: Any, image: str) -> None:
     proc = jail.popen(["-v", *ALLOW_OK, "--docker-run"], [image, "sleep", "30"], weak=False)
     netns = _wait_for_container(proc, docker_client)
-    proc.kill()
-    proc.wait(timeout=30)
-    assert any(item.startswith("container") for item in docker_leftovers(docker_client, netns))
+    with sweep_lock():  # no jail starting meanwhile (another test's) may sweep it yet
+        proc.kill()
+        proc.wait(timeout=30)
+        assert any(item.startswith("container") for item in docker_leftovers(docker_client, netns))
     result = jail.run(["--cleanup"])
     assert result.returncode == 0, result.stderr
     assert docker_leftovers(docker_client, netns) == []

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from httpjail_py.jail.linux.liveness import sweep_lock
 from tests.conftest import Jail
 from tests.jail.linux.conftest import assert_nothing_escaped, jail_id_of, leftovers, strong_capability
 from tests.jail.linux.sink import SINK_IP, Sink
@@ -333,9 +334,10 @@ def test_a_signal_to_httpjail_cleans_up(jail: Jail, sig: int) -> None:
 def test_after_sigkill_cleanup_removes_everything(jail: Jail) -> None:
     proc = jail.popen(["-v"], ["sleep", "30"], weak=False)
     netns = _wait_for_jail(proc)
-    proc.kill()
-    proc.wait(timeout=30)
-    assert {"netns", "veth", "nft table", "claim file"} <= set(leftovers(netns))
+    with sweep_lock():  # no jail starting meanwhile (another test's) may sweep it yet
+        proc.kill()
+        proc.wait(timeout=30)
+        assert {"netns", "veth", "nft table", "claim file"} <= set(leftovers(netns))
     result = jail.run(["--cleanup"])
     assert result.returncode == 0, result.stderr
     # A jail starting meanwhile (another test) sweeps too, and may have got there first.

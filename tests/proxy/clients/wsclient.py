@@ -4,6 +4,7 @@ Usage: wsclient.py ws://host:port/path|wss://host:port/path MESSAGE
 ws:// goes to HTTP_PROXY as an absolute-form request; wss:// opens a CONNECT tunnel
 through HTTPS_PROXY and does TLS inside it (CA from SSL_CERT_FILE).
 Prints one JSON line: {"status": int, "echo": str|null, "reason": str|null}.
+With WS_AUTHORIZATION set, the upgrade request carries it as its Authorization header.
 """
 
 from __future__ import annotations
@@ -59,15 +60,17 @@ def main() -> None:
             print(json.dumps({"status": status, "echo": None, "reason": "CONNECT refused"}))
             return
         sock = ssl.create_default_context().wrap_socket(sock, server_hostname=url.hostname)
-        target = url.path
+        target = url.path + (f"?{url.query}" if url.query else "")
     else:
         sock = proxy_socket("HTTP_PROXY")
-        target = f"http://{authority}{url.path}"
+        target = f"http://{authority}{url.path}" + (f"?{url.query}" if url.query else "")
+    auth = os.environ.get("WS_AUTHORIZATION")
     key = base64.b64encode(os.urandom(16)).decode()
     sock.sendall(
         (
             f"GET {target} HTTP/1.1\r\nHost: {authority}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            + (f"Authorization: {auth}\r\n" if auth else "") + "\r\n"
         ).encode()
     )
     status, headers, rest = read_head(sock)
