@@ -61,7 +61,17 @@ var console = (function () {
   };
 })();
 var __httpjail_code = '';
-function __httpjail_rule(r) { return eval(__httpjail_code); }
+// A rule that is one expression is compiled once, into a function: an eval per request
+// compiles it again each time (most of a decision's cost). The rest (statements, a block
+// or a declaration first, whose value eval gives differently) keep the eval.
+var __httpjail_fast = null;
+var __httpjail_not_expression = /^\s*(\{|function\b|class\b|async\b|['"]use strict['"])/;
+function __httpjail_compile(code) {
+  __httpjail_fast = null;
+  if (__httpjail_not_expression.test(code)) return;
+  try { __httpjail_fast = new Function('r', 'return (' + code + '\n);'); } catch (e) { }
+}
+function __httpjail_rule(r) { return __httpjail_fast ? __httpjail_fast(r) : eval(__httpjail_code); }
 // Syntax checks compile the rule exactly as __httpjail_rule will (a direct eval inside a
 // function), behind a `throw` on the same first line so none of it runs and the line
 // numbers stay the user's. Wrapping it in a block instead lets `true } else { false`
@@ -77,8 +87,20 @@ function __httpjail_check_strict(code) {
   try { eval('throw __httpjail_compiled;' + code); }
   catch (e) { if (e !== __httpjail_compiled) throw e; }
 }
-function __httpjail_run(request_json) {
-  var v = __httpjail_rule(JSON.parse(request_json));
+// The request comes as arguments rather than one JSON text: most rules never read the
+// headers, so they are parsed only when a rule first does.
+function __httpjail_run(url, method, scheme, host, port, path, query, headers_json, requester_ip, jail, ip) {
+  var r = {url: url, method: method, scheme: scheme, host: host, port: port, path: path, query: query,
+           headers: null, requester_ip: requester_ip, jail: jail, ip: ip};
+  function own(value) {
+    Object.defineProperty(r, 'headers', {value: value, enumerable: true, writable: true, configurable: true});
+    return value;
+  }
+  Object.defineProperty(r, 'headers', {enumerable: true, configurable: true,
+    get: function () { return own(JSON.parse(headers_json)); }, set: own});
+  var v = __httpjail_rule(r);
+  // The common answer, without a round of JSON on each side.
+  if (typeof v === 'boolean' && __httpjail_logs.length === 0) return v ? 't' : 'f';
   // JSON has no form for these (a function would vanish from the object); name them.
   var kind = typeof v === 'function' || typeof v === 'symbol' || typeof v === 'bigint'
     ? typeof v : v instanceof Promise ? 'Promise' : '';
@@ -88,6 +110,8 @@ function __httpjail_run(request_json) {
 }
 """
 
+_ALLOW, _DENY = Decision.allow(), Decision.deny()  # immutable: shared by every request
+_HEADERS_JSON = json.JSONEncoder(check_circular=False)
 _LINE = re.compile(r"<input>:(\d+)")
 # Any mention of `ip` (r.ip, r["ip"], a destructured ip): a rule that never names it
 # cannot depend on it, and is spared a second evaluation.
@@ -138,6 +162,7 @@ class JsEngine:
         self._take_logs = self._context.get("__httpjail_take_logs")
         self._check = self._context.get("__httpjail_check")
         self._check_strict = self._context.get("__httpjail_check_strict")
+        self._compile = self._context.get("__httpjail_compile")
         self._context.set_time_limit(time_limit)
         self._install(code, source=str(path) if path else "--js")
         if path is not None and mtime_ns is None:
@@ -172,12 +197,17 @@ class JsEngine:
         """Syntax-check `code` and make it the active rule. Raises RuleError."""
         self._check_syntax(code, source)
         self._context.set("__httpjail_code", code)
+        self._compile(code)
         self.reads_address = _MENTIONS_IP.search(code) is not None
 
     async def evaluate(self, request: RequestInfo) -> Decision:
         self._ensure_watcher()
         try:
-            out = self._run(json.dumps(request.as_rule_input()))
+            out = self._run(
+                request.url, request.method, request.scheme, request.host, request.port, request.path,
+                request.query, _HEADERS_JSON.encode(request.headers), request.requester_ip, request.jail,
+                request.ip,
+            )
         except quickjs.JSException as e:
             self._drain_console()
             text = _first_line(e)
@@ -186,6 +216,10 @@ class JsEngine:
             return Decision.error(f"rule error: {text}")
         except Exception as e:  # a quickjs internal failure must still deny
             return Decision.error(f"rule error: {type(e).__name__}: {e}")
+        if out == "t":
+            return _ALLOW
+        if out == "f":
+            return _DENY
         try:
             result = json.loads(out)
             value, kind = result["v"], result["kind"]

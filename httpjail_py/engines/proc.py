@@ -108,23 +108,28 @@ class ProcEngine:
 
         Raises _ProcessFailed (saying why) when the process fails meanwhile, and OSError
         when it cannot be started."""
-        worker = await self._running()
-        answer: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        worker = self._worker
+        if worker is None or worker.proc.returncode is not None:
+            worker = await self._running()
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[str | None] = loop.create_future()
         worker.waiting.append(answer)
         stdin = worker.proc.stdin
         assert stdin is not None
+        # The deadline fails the process, which answers every waiter with None. A plain
+        # timer, not asyncio.timeout/shield: each decision pays for what it sets up here.
+        # The write is under it too: a process that stops reading fills the pipe.
+        why = f"it gave no answer within {self._timeout:g} s"
+        deadline = loop.call_later(self._timeout, self._fail, worker, why)
         try:
-            # The write is inside the timeout: a process that stops reading fills the pipe.
-            async with asyncio.timeout(self._timeout):
-                stdin.write(line)
-                await stdin.drain()
-                text = await asyncio.shield(answer)
-        except TimeoutError:
-            self._fail(worker, f"it gave no answer within {self._timeout:g} s")
-            text = answer.result() if answer.done() else None
+            stdin.write(line)
+            await stdin.drain()
+            text = await answer  # if the caller is cancelled, the reader skips this answer
         except (BrokenPipeError, ConnectionResetError):
             self._fail(worker, "its stdin is closed")
-            text = answer.result() if answer.done() else None
+            text = answer.result() if answer.done() and not answer.cancelled() else None
+        finally:
+            deadline.cancel()
         if text is None:
             raise _ProcessFailed(worker.failed or "it failed")
         return text

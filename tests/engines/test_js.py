@@ -382,3 +382,26 @@ def test_js_file_syntax_error_names_the_file(tmp_path: Path) -> None:
     path.write_text("// allow the API\n\nr.host === 'a' ||\n")
     with pytest.raises(RuleError, match=rf"^{path}: JavaScript does not compile at line \d"):
         JsEngine.from_file(path)
+
+
+# --- a rule that is one expression is compiled once; the rest keep eval's meaning -------
+
+
+@pytest.mark.parametrize(("code", "expected"), [
+    ("r.host === 'api.test'", "ALLOW"),
+    ("r.host === 'api.test' // a comment on the last line", "ALLOW"),
+    ("r.host === 'other'\n// a comment below", "DENY"),
+    ("{allow: true}", "ALLOW"),  # eval: a block with a label, whose value is true
+    ("var ok = r.method === 'GET'; ok", "ALLOW"),
+    ("'use strict'; r.port === 443", "ALLOW"),
+    ("if (r.host === 'api.test') { true } else { false }", "ALLOW"),
+    ("r.headers = {a: 1}; r.headers.a === 1", "ALLOW"),
+    ("r.headers['x-key'] === 'v' && Object.keys(r).length === 11", "ALLOW"),
+])
+def test_expressions_and_statements_mean_what_eval_gives(code: str, expected: str) -> None:
+    assert verdicts(code, request(headers={"x-key": "v"})) == [expected]
+
+
+def test_a_declaration_is_not_taken_for_an_expression() -> None:
+    [decision] = decide(JsEngine("function f() { return true }"), request())
+    assert_rule_error(decision, "null/undefined")

@@ -16,8 +16,20 @@ from pathlib import Path
 from typing import Any
 
 REPOSITORY = "httpjail-py-test"
-BINARIES = ("/bin/sh", "/bin/dash", "/usr/bin/env", "/usr/bin/cat", "/usr/bin/sleep", "/usr/bin/id",
-            "/usr/bin/ls", "/usr/bin/head", "/usr/bin/true", "/usr/bin/curl", "/usr/bin/python3")
+BINARIES = (
+    "/bin/sh",
+    "/bin/dash",
+    "/usr/bin/env",
+    "/usr/bin/cat",
+    "/usr/bin/sleep",
+    "/usr/bin/id",
+    "/usr/bin/ls",
+    "/usr/bin/head",
+    "/usr/bin/true",
+    "/usr/bin/date",
+    "/usr/bin/curl",
+    "/usr/bin/python3",
+)
 PYTHON_LIB = Path("/usr/lib/python3.11")
 SKIP = re.compile(r"/(test|tests|idlelib|tkinter|turtledemo|ensurepip|lib2to3|pydoc_data|__pycache__)(/|$)")
 PASSWD = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n"
@@ -27,7 +39,7 @@ GROUP = "root:x:0:\nnogroup:x:65534:\n"
 def _libraries(paths: list[str]) -> set[str]:
     found: set[str] = set()
     for chunk in range(0, len(paths), 200):
-        out = subprocess.run(["ldd", *paths[chunk:chunk + 200]], capture_output=True, text=True).stdout
+        out = subprocess.run(["ldd", *paths[chunk : chunk + 200]], capture_output=True, text=True).stdout
         found.update(re.findall(r"(/\S+\.so[^\s:]*)", out))
     return {lib for lib in found if os.path.exists(lib)}
 
