@@ -1,3 +1,3 @@
-from httpjail_py.cli import main
+from httpjail_py.cli import run_and_exit
 
-raise SystemExit(main())
+run_and_exit()

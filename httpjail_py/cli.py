@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from httpjail_py import __version__
 from httpjail_py.config import (
@@ -337,3 +339,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         return 130
+
+
+def run_and_exit() -> NoReturn:
+    """The `httpjail` command: `main()`, then the process ends at once with its status.
+
+    By then everything worth keeping is flushed and closed (logs, the jail, the proxy);
+    what remains is the interpreter taking mitmproxy's modules apart, about 0.1 s that
+    the user would wait for nothing (see `jail.signals.release_signals`, which ends the
+    process the same way on a late signal)."""
+    status = main()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(status)
