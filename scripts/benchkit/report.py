@@ -128,8 +128,9 @@ def write_chart(rows: list[Row], configs: list[str], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(12, 6))
     width = 0.8 / len(others)
     for i, config in enumerate(others):
-        ratios = [row.ratio(config, "mitmdump") or 0 for row in shown]
+        ratios = [row.ratio(config, "mitmdump") or float("nan") for row in shown]
         ax.bar([x + i * width for x in range(len(shown))], ratios, width, label=config)
+    ax.set_yscale("log")  # direct is 50x mitmdump on some rows, httpjail near 1x
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.set_xticks([x + width * (len(others) - 1) / 2 for x in range(len(shown))])
     ax.set_xticklabels([row.label for row in shown], rotation=30, ha="right", fontsize=8)
