@@ -23,6 +23,7 @@ import contextlib
 import logging
 import shutil
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from httpjail_py.ca import CA_ENV_VARS, CaFiles
@@ -31,7 +32,7 @@ from httpjail_py.errors import JailSetupError
 from httpjail_py.jail.child import run_child
 from httpjail_py.jail.docker.holder import LABEL, start_holder
 from httpjail_py.jail.docker.runargs import DockerRun, parse_docker_run
-from httpjail_py.jail.linux.liveness import is_alive, is_our_id, sweep
+from httpjail_py.jail.linux.liveness import RUN_DIR, is_alive, is_our_id, sweep
 from httpjail_py.jail.linux.netns import attach_netns
 from httpjail_py.jail.linux.nft import JailNetSpec
 from httpjail_py.jail.linux.strong import StrongJail
@@ -43,7 +44,11 @@ log = logging.getLogger("httpjail")
 
 # Where the CA files appear inside the container.
 CA_DIR = "/etc/httpjail"
-STOP_TIMEOUT = 5  # seconds between SIGTERM and SIGKILL when httpjail stops a container
+# Seconds between SIGTERM and SIGKILL when httpjail stops a container: short, because a
+# container still running at teardown already had its SIGTERM (forwarded by the docker
+# client) and the grace of `run_child`.
+STOP_TIMEOUT = 1
+CIDFILE_DIR = RUN_DIR
 
 
 def connect() -> Any:
@@ -86,7 +91,7 @@ class DockerJail(StrongJail):
         self._client: Any = None
         self._container_env: dict[str, str] = {}
         self._mounts: list[str] = []
-        self._container_name = ""
+        self._cidfile: Path | None = None
 
     def _sweep(self) -> list[str]:
         self._client = connect()
@@ -112,36 +117,47 @@ class DockerJail(StrongJail):
 
     def docker_argv(self) -> list[str]:
         run = self.run_args
+        jail_id = self._net().jail_id
+        self._cidfile = CIDFILE_DIR / f"{jail_id}.cid"
         argv = ["docker", "run", "--network", f"container:{self._holder}", "--cap-drop", "NET_RAW",
-                "--label", f"{LABEL}={self._net().jail_id}"]
-        given = run.values("name")
-        self._container_name = given[-1] if given else f"httpjail_{self._net().jail_id}"
-        if not given:
-            argv += ["--name", self._container_name]
+                "--cidfile", str(self._cidfile)]
+        if not run.values("name"):
+            argv += ["--name", f"httpjail_{jail_id}"]
         for mount in self._mounts:
             argv += ["-v", mount]
         for name, value in self._container_env.items():
             argv += ["-e", f"{name}={value}"]
         for secret in self.config.credentials.secrets:
             argv += ["-e", secret.name]  # its value, the placeholder, from the client's environment
-        return [*argv, *run.options, run.image, *run.command]
+        # Ours last: a label the user gives cannot replace it (the sweep finds it by it).
+        return [*argv, *run.options, "--label", f"{LABEL}={jail_id}", run.image, *run.command]
 
     async def run(self, argv: Sequence[str], env: Mapping[str, str]) -> int:
         return await run_child(self.docker_argv(), env, timeout=self.config.timeout)
 
     async def teardown(self) -> None:
-        if self._client is not None and self._container_name:
+        if self._client is not None and self._cidfile is not None:
             import asyncio
 
-            await asyncio.to_thread(self._remove_container)
+            await asyncio.to_thread(self._remove_container, self._cidfile)
         await super().teardown()
 
-    def _remove_container(self) -> None:
+    def _remove_container(self, cidfile: Path) -> None:
+        """Stop and remove the container this jail started: the one whose id docker wrote
+        to `cidfile` and that carries this jail's label (never another of the same name)."""
         import docker.errors
 
         try:
-            container = self._client.containers.get(self._container_name)
+            container_id = cidfile.read_text().strip()
+        except FileNotFoundError:
+            return  # docker did not create it (an error, or a signal before it did)
+        finally:
+            cidfile.unlink(missing_ok=True)
+        try:
+            container = self._client.containers.get(container_id)
         except docker.errors.NotFound:
+            return
+        if container.labels.get(LABEL) != self._net().jail_id:
             return
         with contextlib.suppress(docker.errors.APIError):
             container.stop(timeout=STOP_TIMEOUT)

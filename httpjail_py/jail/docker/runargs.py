@@ -6,17 +6,16 @@ An option we do not know is refused unless written `--option=value` (when it is 
 known, whether the next argument is its value cannot be told, and guessing wrong would
 run the wrong image).
 
-Refused, with the reason: the options that would give the container another way out
-(`--network`/`--net`, `--dns*`, `--add-host` is fine), the capabilities that undo a jail
-(`--cap-add NET_ADMIN`, `NET_RAW`, `ALL`, and the ones the strong jail drops),
-`--privileged`, the host's PID namespace, the Docker API socket, and `--detach`
-(httpjail stays attached so that it can remove the container when it ends).
+What a jailed container may not have is policy.py's to say; each option is checked there.
+After `--`, the next argument is the image, and it may not look like an option.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from httpjail_py.jail.docker.policy import check_option
 
 __all__ = ["DockerRun", "parse_docker_run"]
 
@@ -41,31 +40,6 @@ privileged publish-all quiet read-only rm sig-proxy tty use-api-socket
 _SHORT = {"a": "attach", "c": "cpu-shares", "e": "env", "h": "hostname", "l": "label", "m": "memory",
           "p": "publish", "u": "user", "v": "volume", "w": "workdir",
           "d": "detach", "i": "interactive", "t": "tty", "P": "publish-all", "q": "quiet"}
-
-_OWN_NETWORK = {
-    "network": "the container's network is the jail's",
-    "net": "the container's network is the jail's",
-    "network-alias": "the container's network is the jail's",
-    "net-alias": "the container's network is the jail's",
-    "dns": "DNS in the jail is httpjail's sinkhole",
-    "dns-option": "DNS in the jail is httpjail's sinkhole",
-    "dns-search": "DNS in the jail is httpjail's sinkhole",
-    "publish": "nothing reaches into the jail",
-    "publish-all": "nothing reaches into the jail",
-    "ip": "the jail's address is httpjail's",
-    "ip6": "the jail has no IPv6",
-    "mac-address": "the jail's link is httpjail's",
-    "link": "the container's network is the jail's",
-    "hostname": "the jail's network namespace is shared with a holder container, whose host name it keeps",
-    "privileged": "a privileged container can undo the jail",
-    "use-api-socket": "the Docker API can start a container outside the jail",
-    "detach": "httpjail stays attached, to remove the container when it ends",
-}
-# Capabilities a jailed process must not have (the strong jail drops the same).
-_FORBIDDEN_CAPS = frozenset({"ALL", "NET_ADMIN", "NET_RAW", "SYS_ADMIN", "SYS_MODULE", "SYS_PTRACE",
-                             "PERFMON", "BPF"})
-_DOCKER_SOCKETS = ("docker.sock", "containerd.sock", "podman.sock")
-
 
 @dataclass(frozen=True)
 class DockerRun:
@@ -134,19 +108,7 @@ def parse_docker_run(args: Sequence[str]) -> DockerRun:
 
 
 def _check(run: DockerRun) -> None:
+    if run.image.startswith("-"):
+        raise ValueError(f"{run.image!r} is not an image: an option cannot follow `--`")
     for name, value in run.parsed:
-        if name in _OWN_NETWORK and not (name in _FLAGS and value in ("false", "0")):
-            raise ValueError(f"docker run option --{name} is not allowed in a jail: {_OWN_NETWORK[name]}")
-        if name == "cap-add" and value is not None:
-            caps = {cap.strip().upper().removeprefix("CAP_") for cap in value.split(",")}
-            if bad := sorted(caps & _FORBIDDEN_CAPS):
-                raise ValueError(
-                    f"--cap-add {value} is not allowed in a jail: {', '.join(bad)} could undo it"
-                )
-        if name in ("pid", "userns", "cgroupns") and value == "host":
-            raise ValueError(f"--{name} host is not allowed in a jail: it shares the host's namespace")
-        if name in ("volume", "mount") and value is not None and any(s in value for s in _DOCKER_SOCKETS):
-            raise ValueError(
-                f"--{name} {value} is not allowed in a jail: a container engine's socket can start "
-                "a container outside it"
-            )
+        check_option(name, value)

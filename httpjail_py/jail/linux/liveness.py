@@ -180,22 +180,41 @@ def _nft_tables() -> list[str]:
 
 
 def remove_resources(jail_id: str) -> None:
-    """Remove whatever exists of a jail's resources; what is already gone is skipped."""
+    """Remove whatever exists of a jail's resources; what is already gone is skipped.
+
+    What runs in it goes first (its processes, a Docker jail's containers), then its link,
+    and the host's filter table last: the other order would leave a moment in which a
+    process still running reaches the host unfiltered."""
     name = f"{NETNS_PREFIX}{jail_id}"
-    nft = shutil.which("nft")
-    if nft is not None and name in _nft_tables():
-        subprocess.run([nft, "delete", "table", "inet", name], capture_output=True, timeout=30)
-    with contextlib.suppress(Exception):
-        delete_link(host_veth_name(jail_id))
+    _remove_containers(jail_id)
     if name in netns.listnetns():
         # What the dead jail's command left running: nothing serves it any more.
         pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True, timeout=30)
         for pid in pids.stdout.split():
             with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(pid), signal.SIGKILL)
+    with contextlib.suppress(Exception):
+        delete_link(host_veth_name(jail_id))
+    if name in netns.listnetns():
         with contextlib.suppress(subprocess.SubprocessError):
             remove_netns(name)
+    nft = shutil.which("nft")
+    if nft is not None and name in _nft_tables():
+        subprocess.run([nft, "delete", "table", "inet", name], capture_output=True, timeout=30)
     shutil.rmtree(NETNS_ETC / name, ignore_errors=True)
+
+
+def _remove_containers(jail_id: str) -> None:
+    """A Docker jail's containers (labelled with its id), if Docker is there to ask."""
+    docker = shutil.which("docker")
+    if docker is None:
+        return
+    label = f"label=httpjail-py.jail={jail_id}"
+    with contextlib.suppress(subprocess.SubprocessError, OSError):
+        found = subprocess.run([docker, "ps", "-aq", "--filter", label], capture_output=True, text=True,
+                               timeout=30).stdout.split()
+        if found:
+            subprocess.run([docker, "rm", "-f", *found], capture_output=True, timeout=60)
 
 
 @contextlib.contextmanager

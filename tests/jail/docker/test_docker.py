@@ -133,6 +133,8 @@ def test_the_containers_resolver_is_the_sinkhole(jail: Jail, image: str) -> None
     (["--pid=host"], "--pid host is not allowed in a jail"),
     (["-v", "/run/docker.sock:/run/docker.sock"], "a container engine's socket"),
     (["--bogus-option"], "unknown docker run option --bogus-option"),
+    (["--", "--privileged"], "is not an image"),
+    (["-v", "/run:/hr"], "holds /run/docker.sock"),
 ])
 def test_options_that_would_undo_the_jail_are_refused(jail: Jail, options: list[str], message: str) -> None:
     result = in_docker(jail, ALLOW_OK, [*options, "some-image", "true"])
@@ -229,3 +231,17 @@ def test_an_interactive_container_gets_a_terminal(jail: Jail, image: str) -> Non
     )
     assert status == 0, output
     assert b"tty-ok" in output and b"got-hello" in output, output
+
+
+def test_teardown_removes_only_the_container_it_started(jail: Jail, docker_client: Any, image: str) -> None:
+    """A --name that is taken makes docker fail; the container that had it must survive."""
+    name = f"hj-victim-{secrets.token_hex(3)}"
+    victim = docker_client.containers.run(image, ["sleep", "60"], name=name, network_mode="none", detach=True)
+    try:
+        result = in_docker(jail, ALLOW_OK, ["--name", name, image, "true"])
+        assert result.returncode == 125, result.stderr  # docker's own status for its errors
+        victim.reload()
+        assert victim.status == "running"
+        assert docker_leftovers(docker_client, jail_id_of(result.stderr)) == []
+    finally:
+        victim.remove(force=True)

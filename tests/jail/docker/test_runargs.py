@@ -55,10 +55,53 @@ def test_the_image_is_found_after_any_option(
     (["-Z", "img"], "unknown docker run option -Z"),
     (["-e"], "needs a value"),
     (["--rm"], "no image given"),
+    (["--", "--privileged", "img"], "is not an image"),
+    (["--rm", "--", "--cap-add=ALL", "img"], "is not an image"),
+    (["-v", "/run:/hr", "img"], "holds /run/docker.sock"),
+    (["-v", "/var/run:/hr", "img"], "holds /run/docker.sock"),
+    (["-v", "/:/host", "img"], "holds every host socket"),
+    (["-v", "/proc:/hp", "img"], "kernel interface"),
+    (["--mount", "type=bind,src=/sys,dst=/s", "img"], "kernel interface"),
+    (["--mount", "type=volume,dst=/d,volume-opt=device=/run,volume-opt=o=bind", "img"], "is a bind mount"),
+    (["--volumes-from", "other", "img"], "--volumes-from is not allowed"),
+    (["--security-opt", "systempaths=unconfined", "img"], "loosens the container's confinement"),
+    (["--security-opt", "seccomp=unconfined", "img"], "loosens"),
+    (["--security-opt", "apparmor=unconfined", "img"], "loosens"),
+    (["--security-opt", "label=disable", "img"], "loosens"),
+    (["--cap-add", "DAC_READ_SEARCH", "img"], "DAC_READ_SEARCH could undo it"),
+    (["--cap-add", "SYS_RAWIO", "img"], "SYS_RAWIO could undo it"),
+    (["--device", "/dev/sda", "img"], "--device is not allowed"),
+    (["--device-cgroup-rule=b *:* rwm", "img"], "--device-cgroup-rule is not allowed"),
+    (["--runtime", "x", "img"], "--runtime is not allowed"),
+    (["--ipc", "host", "img"], "--ipc host"),
+    (["--uts=host", "img"], "--uts host"),
+    (["--pid", "container:other", "img"], "--pid container:other"),
+    (["--sysctl", "net.ipv6.conf.all.disable_ipv6=0", "img"], "network settings are httpjail's"),
+    (["--label", "httpjail-py.jail=pyxxxxxxxx", "img"], "httpjail's own"),
+    (["--cidfile", "/tmp/x", "img"], "--cidfile is not allowed"),
+    (["--dns-opt=ndots:1", "img"], "--dns-opt is not allowed"),
+    (["--add-host", "a:1.2.3.4", "img"], "--add-host is not allowed"),
 ])
 def test_refused(args: list[str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_docker_run(args)
+
+
+def test_a_link_to_an_engine_socket_is_refused(tmp_path: Path) -> None:
+    link = tmp_path / "innocent"
+    link.symlink_to("/run/docker.sock")
+    with pytest.raises(ValueError, match="holds /run/docker.sock"):
+        parse_docker_run(["-v", f"{link}:/s", "img"])
+
+
+@pytest.mark.parametrize("options", [
+    ["--security-opt", "no-new-privileges"], ["--security-opt=no-new-privileges:true"],
+    ["--security-opt", "seccomp=/etc/profile.json"], ["--cap-add", "chown,CAP_KILL"],
+    ["-v", "named-volume:/data"], ["--ipc", "private"], ["--sysctl", "kernel.shm_rmid_forced=1"],
+    ["--privileged=false"], ["--label", "team=a"],
+])
+def test_harmless_options_pass(options: list[str], tmp_path: Path) -> None:
+    assert parse_docker_run([*options, "-v", f"{tmp_path}:/work", "img"]).image == "img"
 
 
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="runs the x86_64 holder program")
