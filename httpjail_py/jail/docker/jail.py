@@ -77,6 +77,7 @@ def sweep_containers(client: Any) -> list[str]:
             with contextlib.suppress(Exception):
                 container.remove(force=True)
                 removed.append(f"container {container.name}")
+            (CIDFILE_DIR / f"{jail_id}.cid").unlink(missing_ok=True)
     return removed
 
 

@@ -202,6 +202,7 @@ def remove_resources(jail_id: str) -> None:
     if nft is not None and name in _nft_tables():
         subprocess.run([nft, "delete", "table", "inet", name], capture_output=True, timeout=30)
     shutil.rmtree(NETNS_ETC / name, ignore_errors=True)
+    (RUN_DIR / f"{jail_id}.cid").unlink(missing_ok=True)  # a Docker jail's container id
 
 
 def _remove_containers(jail_id: str) -> None:

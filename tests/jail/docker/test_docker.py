@@ -220,6 +220,7 @@ def test_after_sigkill_cleanup_removes_the_containers(jail: Jail, docker_client:
     result = jail.run(["--cleanup"])
     assert result.returncode == 0, result.stderr
     assert docker_leftovers(docker_client, netns) == []
+    assert not Path("/run/httpjail", f"{netns.removeprefix('httpjail_')}.cid").exists()
     proc.communicate(timeout=30)
 
 
