@@ -19,6 +19,7 @@ the `docker` command itself, so that every `docker run` option means what it alw
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import shutil
@@ -93,6 +94,7 @@ class DockerJail(StrongJail):
         self._container_env: dict[str, str] = {}
         self._mounts: list[str] = []
         self._cidfile: Path | None = None
+        self._holder = ""  # the holder container's name, once it runs
 
     def _sweep(self) -> list[str]:
         self._client = connect()
@@ -138,8 +140,6 @@ class DockerJail(StrongJail):
 
     async def teardown(self) -> None:
         if self._client is not None and self._cidfile is not None:
-            import asyncio
-
             await asyncio.to_thread(self._remove_container, self._cidfile)
         await super().teardown()
 
@@ -154,6 +154,8 @@ class DockerJail(StrongJail):
             return  # docker did not create it (an error, or a signal before it did)
         finally:
             cidfile.unlink(missing_ok=True)
+        if not container_id:
+            return
         try:
             container = self._client.containers.get(container_id)
         except docker.errors.NotFound:
