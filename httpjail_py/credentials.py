@@ -197,10 +197,8 @@ class Credentials:
 
     @functools.cached_property
     def _values(self) -> list[tuple[str, str]]:
-        """(real value, what it becomes where the jail or a log could see it), longest
-        first: a value that holds another is replaced whole, not around the shorter one."""
-        pairs = [(s.value, s.echo_mask) for s in self.secrets] + self._header_masks
-        return sorted(pairs, key=lambda pair: len(pair[0]), reverse=True)
+        """(real value, what it becomes where the jail or a log could see it)."""
+        return _longest_first([(s.value, s.echo_mask) for s in self.secrets] + self._header_masks)
 
     def redact(self, text: str) -> str:
         """`text` with every real value replaced (for logs and messages)."""
@@ -240,8 +238,7 @@ class Credentials:
         undumpable, so that
         a process of the same user cannot read the values from its memory or from
         /proc/<pid>/environ (which keeps the environment the process started with)."""
-        replace = sorted([(s.value, s.placeholder) for s in self.secrets] + self._header_masks,
-                         key=lambda pair: len(pair[0]), reverse=True)
+        replace = _longest_first([(s.value, s.placeholder) for s in self.secrets] + self._header_masks)
         for name in self.hidden:
             environ.pop(name, None)
         for name, value in list(environ.items()):
@@ -254,6 +251,12 @@ class Credentials:
             environ[secret.name] = secret.placeholder
         if self:
             _make_undumpable()
+
+
+def _longest_first(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """(value, replacement) pairs, longest value first: a value that holds another is then
+    replaced whole, not around the shorter one."""
+    return sorted(pairs, key=lambda pair: len(pair[0]), reverse=True)
 
 
 def _partial_tail(data: bytes, value: bytes) -> int:

@@ -18,15 +18,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Jail
+from tests.jail.linux.sink import run_checked
 
 pytestmark = pytest.mark.root
-
-
-def _run(*argv: str, stdin: str | None = None) -> str:
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=30, input=stdin)
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)}: {result.stderr.strip()}")
-    return result.stdout
 
 
 @dataclass
@@ -38,7 +32,7 @@ class SilentHost:
     address: str
 
     def syns(self) -> int:
-        out = _run("ip", "netns", "exec", self.netns, "nft", "list", "table", "inet", "silent")
+        out = run_checked("nft", "list", "table", "inet", "silent", netns=self.netns)
         return int(out.split("counter packets ")[1].split()[0])
 
 
@@ -49,18 +43,17 @@ def silent_host() -> Iterator[SilentHost]:
     host = SilentHost(f"hjsilent{suffix}", f"hsl{suffix}", f"10.202.{third}.2")
     peer = f"{host.host_veth}p"
     try:
-        _run("ip", "netns", "add", host.netns)
-        _run("ip", "link", "add", host.host_veth, "type", "veth", "peer", "name", peer)
-        _run("ip", "link", "set", peer, "netns", host.netns)
-        _run("ip", "addr", "add", f"10.202.{third}.1/30", "dev", host.host_veth)
-        _run("ip", "link", "set", host.host_veth, "up")
-        inside = ("ip", "netns", "exec", host.netns)
-        _run(*inside, "ip", "addr", "add", f"{host.address}/30", "dev", peer)
-        _run(*inside, "ip", "link", "set", peer, "up")
-        _run(*inside, "nft", "-f", "-", stdin=(
+        run_checked("ip", "netns", "add", host.netns)
+        run_checked("ip", "link", "add", host.host_veth, "type", "veth", "peer", "name", peer)
+        run_checked("ip", "link", "set", peer, "netns", host.netns)
+        run_checked("ip", "addr", "add", f"10.202.{third}.1/30", "dev", host.host_veth)
+        run_checked("ip", "link", "set", host.host_veth, "up")
+        run_checked("ip", "addr", "add", f"{host.address}/30", "dev", peer, netns=host.netns)
+        run_checked("ip", "link", "set", peer, "up", netns=host.netns)
+        run_checked("nft", "-f", "-", netns=host.netns, stdin=(
             "table inet silent {\n chain input {\n type filter hook input priority 0;\n"
             " tcp flags syn counter drop\n }\n}\n"))
-        route = json.loads(_run("ip", "-j", "route", "get", host.address))[0]
+        route = json.loads(run_checked("ip", "-j", "route", "get", host.address))[0]
         if route.get("dev") != host.host_veth:
             raise RuntimeError(f"{host.address} does not route into the test's namespace ({route})")
         yield host

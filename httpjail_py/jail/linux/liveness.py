@@ -111,14 +111,19 @@ def claim() -> Claim:
 
 
 @contextlib.contextmanager
-def subnet_lock() -> Iterator[None]:
-    """Held while a jail picks a free /30 and puts an address of it on its veth."""
-    fd = os.open(_run_dir() / "subnets.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+def _host_lock(name: str) -> Iterator[None]:
+    """An exclusive lock, host-wide, on `RUN_DIR/name`, held for the `with` block."""
+    fd = os.open(_run_dir() / name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)
+
+
+def subnet_lock() -> contextlib.AbstractContextManager[None]:
+    """Held while a jail picks a free /30 and puts an address of it on its veth."""
+    return _host_lock("subnets.lock")
 
 
 def _dead(jail_id: str) -> int | None:
@@ -218,15 +223,9 @@ def _remove_containers(jail_id: str) -> None:
             subprocess.run([docker, "rm", "-f", *found], capture_output=True, timeout=60)
 
 
-@contextlib.contextmanager
-def sweep_lock() -> Iterator[None]:
+def sweep_lock() -> contextlib.AbstractContextManager[None]:
     """Held while sweeping: one sweep at a time, and none while it is held elsewhere."""
-    fd = os.open(_run_dir() / "sweep.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+    return _host_lock("sweep.lock")
 
 
 def sweep(first: Callable[[], list[str]] | None = None) -> list[str]:

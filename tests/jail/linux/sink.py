@@ -47,7 +47,7 @@ while True:
 """
 
 
-def _run(*cmd: str, netns: str | None = None, stdin: str | None = None) -> str:
+def run_checked(*cmd: str, netns: str | None = None, stdin: str | None = None) -> str:
     """Run `cmd` (in `netns`, if given); its stdout. Raises RuntimeError with its stderr."""
     argv = [*(["ip", "netns", "exec", netns] if netns else []), *cmd]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=30, input=stdin)
@@ -57,7 +57,7 @@ def _run(*cmd: str, netns: str | None = None, stdin: str | None = None) -> str:
 
 
 def _ip(*args: str, netns: str | None = None) -> str:
-    return _run("ip", *args, netns=netns)
+    return run_checked("ip", *args, netns=netns)
 
 
 @dataclass
@@ -96,7 +96,7 @@ class Sink:
             "table inet sink {\n chain pre {\n type filter hook prerouting priority -400;\n"
             f' iifname "{peer}" meta nfproto ipv4 counter\n }}\n}}\n'
         )
-        _run("nft", "-f", "-", netns=self.netns, stdin=rules)
+        run_checked("nft", "-f", "-", netns=self.netns, stdin=rules)
         for net in ROUTED:
             _ip("route", "add", net, "via", self.gateway, "dev", self.host_veth)
         self.listener = subprocess.Popen(
@@ -117,7 +117,7 @@ class Sink:
 
     def packets(self) -> int:
         """IPv4 packets that arrived at the sink so far."""
-        out = _run("nft", "list", "table", "inet", "sink", netns=self.netns)
+        out = run_checked("nft", "list", "table", "inet", "sink", netns=self.netns)
         return int(out.split("counter packets ")[1].split()[0])
 
     def received(self) -> dict[str, int]:
