@@ -207,16 +207,20 @@ class Credentials:
                 text = text.replace(value, mask)
         return text
 
+    @functools.cached_property
+    def _byte_values(self) -> list[tuple[bytes, bytes]]:
+        return [(value.encode(), mask.encode()) for value, mask in self._values]
+
     def redact_bytes(self, data: bytes) -> bytes:
-        for value, mask in self._values:
-            data = data.replace(value.encode(), mask.encode())
+        for value, mask in self._byte_values:
+            data = data.replace(value, mask)
         return data
 
     def response_redactor(self) -> Callable[[bytes], bytes]:
         """A stream filter that replaces every real value in a body, also one split across
         chunks. Bytes that may be the start of a value are held back until the next chunk
         tells (only those: an SSE event is never held). Call it with b"" at the end."""
-        pairs = [(value.encode(), mask.encode()) for value, mask in self._values]
+        pairs = self._byte_values
         held = b""
 
         def redact(chunk: bytes) -> bytes:
