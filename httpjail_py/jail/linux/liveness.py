@@ -26,7 +26,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import string
 import subprocess
 from collections.abc import Callable, Iterator
@@ -41,6 +40,7 @@ from httpjail_py.jail.linux.netns import (
     delete_link,
     jail_network_exists,
     remove_netns,
+    stop_processes_in,
 )
 
 __all__ = [
@@ -192,12 +192,8 @@ def remove_resources(jail_id: str) -> None:
     process still running reaches the host unfiltered."""
     name = f"{NETNS_PREFIX}{jail_id}"
     _remove_containers(jail_id)
-    if name in netns.listnetns():
-        # What the dead jail's command left running: nothing serves it any more.
-        pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True, timeout=30)
-        for pid in pids.stdout.split():
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                os.kill(int(pid), signal.SIGKILL)
+    # What the dead jail's command left running: nothing serves it any more.
+    stop_processes_in(name, grace=0)
     with contextlib.suppress(Exception):
         delete_link(host_veth_name(jail_id))
     if name in netns.listnetns():

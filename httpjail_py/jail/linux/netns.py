@@ -12,7 +12,8 @@ back what was made; the caller runs `undo.run()`):
 4. `spec.host_addr` on the host end, `spec.jail_addr` on the jail end, both ends and the
    jail's `lo` up, a default route in the jail via `spec.host_addr`;
 5. `/etc/netns/httpjail_<jail_id>/resolv.conf` with `nameserver <host_addr>` (what
-   `ip netns exec` bind-mounts over /etc/resolv.conf).
+   `ip netns exec` bind-mounts over /etc/resolv.conf);
+6. last, an undo step (so it runs first) that stops every process still in the netns.
 
 Addresses and routes are not undo steps of their own: they go with their links, and the
 jail end goes with the netns. Nothing here touches nftables (see `nft.py`) or sends a
@@ -37,11 +38,14 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Collection
 from ipaddress import IPv4Interface, IPv4Network
 from pathlib import Path
@@ -56,6 +60,7 @@ from httpjail_py.jail.signals import block_in_this_thread
 __all__ = [
     "DEFAULT_POOL",
     "add_netns",
+    "stop_processes_in",
     "NETNS_ETC",
     "NETNS_PREFIX",
     "allocate_subnet",
@@ -123,6 +128,31 @@ def remove_netns(name: str) -> None:
     """Delete the netns `name` if it exists."""
     if name in netns.listnetns():
         subprocess.run(["ip", "netns", "delete", name], check=True, capture_output=True, timeout=30)
+
+
+def stop_processes_in(name: str, grace: float = 1.0) -> list[int]:
+    """Stop every process still in the netns `name` (SIGTERM, then SIGKILL after `grace`
+    seconds); the pids found. A command's daemon leaves its process group (Codex's TUI
+    starts one) but cannot leave the namespace: this is how it ends with the jail."""
+    found: list[int] = []
+    deadline = time.monotonic() + grace
+    sig = signal.SIGTERM
+    while pids := _pids_in(name):
+        found += [pid for pid in pids if pid not in found]
+        if time.monotonic() > deadline:
+            sig = signal.SIGKILL
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        time.sleep(0.05)
+    return found
+
+
+def _pids_in(name: str) -> list[int]:
+    if name not in netns.listnetns():
+        return []
+    result = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True, timeout=30)
+    return [int(pid) for pid in result.stdout.split() if pid.isdigit()]
 
 
 def add_netns(name: str) -> None:
@@ -228,3 +258,5 @@ def create_jail_network(
     etc.mkdir(exist_ok=False)
     undo.push(f"remove {etc}", lambda: shutil.rmtree(etc, ignore_errors=False))
     (etc / "resolv.conf").write_text(f"nameserver {host_ip}\n")
+    # Pushed last, so it runs first: what still runs in the jail stops before its network goes.
+    undo.push(f"stop the processes left in {ns}", lambda: stop_processes_in(ns))

@@ -320,6 +320,19 @@ def test_timeout_stops_the_command_and_cleans_up(jail: Jail) -> None:
     assert leftovers(jail_id_of(result.stderr)) == []
 
 
+def test_a_daemon_the_command_started_ends_with_the_jail(jail: Jail, tmp_path: Path) -> None:
+    """A daemon (own session, parent gone: Codex's TUI starts one) is outside the command's
+    process group, but not outside its netns; it must not outlive the jail."""
+    pid_file = tmp_path / "daemon.pid"
+    daemon = f"setsid sh -c 'echo $$ > {pid_file}; exec sleep 300' </dev/null >/dev/null 2>&1 &"
+    result = strong(jail, [], ["sh", "-c", f"{daemon} while [ ! -s {pid_file} ]; do sleep 0.05; done"])
+    assert result.returncode == 0, result.stderr
+    stat = Path(f"/proc/{int(pid_file.read_text())}/stat")
+    # Killed, it may stay a zombie for a moment, until its new parent reaps it.
+    assert not stat.exists() or stat.read_text().split(")")[1].split()[0] == "Z", "the daemon outlived the jail"
+    assert leftovers(jail_id_of(result.stderr)) == []
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_to_httpjail_cleans_up(jail: Jail, sig: int) -> None:
     proc = jail.popen(["-v"], ["sleep", "30"], weak=False)
