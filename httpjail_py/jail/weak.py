@@ -12,7 +12,7 @@ from httpjail_py.config import Bind, Listener
 from httpjail_py.jail.base import Jail
 from httpjail_py.jail.child import run_child
 
-__all__ = ["WeakJail", "proxied_env", "proxy_env"]
+__all__ = ["WeakJail", "own_loopback_env", "proxied_env", "proxy_env"]
 
 # Variables that would let some hosts bypass the proxy.
 _BYPASS_VARS = ("NO_PROXY", "no_proxy")
@@ -36,6 +36,15 @@ def proxy_env(http_proxy: Bind, https_proxy: Bind) -> dict[str, str]:
         "ALL_PROXY": http_url,
         "all_proxy": http_url,
     }
+
+
+def own_loopback_env() -> dict[str, str]:
+    """NO_PROXY for a jail with a loopback of its own (strong, Docker): local servers the
+    command starts (Codex's TUI talks to one) are reached directly, as without the jail.
+    Nothing leaves that way: the jail's 127.0.0.1 is not the host's. Weak mode must not
+    set it: there, 127.0.0.1 is the host's."""
+    local = "localhost,127.0.0.1,::1"
+    return {"NO_PROXY": local, "no_proxy": local}
 
 
 class WeakJail(Jail):

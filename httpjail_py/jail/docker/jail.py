@@ -37,7 +37,7 @@ from httpjail_py.jail.linux.liveness import RUN_DIR, is_alive, is_our_id, sweep
 from httpjail_py.jail.linux.netns import attach_netns
 from httpjail_py.jail.linux.nft import JailNetSpec
 from httpjail_py.jail.linux.strong import StrongJail
-from httpjail_py.jail.weak import proxy_env
+from httpjail_py.jail.weak import own_loopback_env, proxy_env
 
 __all__ = ["DockerJail", "connect", "sweep_containers"]
 
@@ -115,7 +115,7 @@ class DockerJail(StrongJail):
         self._container_env = {name: inside[str(ca.bundle)] for name in CA_ENV_VARS}
         self._container_env["SSL_CERT_DIR"] = inside[str(ca.cert_dir)]
         self._container_env["HTTPJAIL_CA_CERT"] = inside[str(ca.cert)]
-        self._container_env.update(proxy_env(bound[0], bound[0]))
+        self._container_env.update(proxy_env(bound[0], bound[0]) | own_loopback_env())
         return dict(env)
 
     def docker_argv(self) -> list[str]:

@@ -44,7 +44,7 @@ from httpjail_py.jail.linux.netns import (
     netns_name,
 )
 from httpjail_py.jail.linux.nft import JailNetSpec, render_delete, render_host_ruleset, render_jail_ruleset
-from httpjail_py.jail.weak import proxied_env
+from httpjail_py.jail.weak import own_loopback_env, proxied_env
 
 __all__ = ["StrongJail", "load_ruleset"]
 
@@ -177,7 +177,7 @@ class StrongJail(Jail):
     def child_env(self, env: Mapping[str, str], ca: CaFiles, bound: Sequence[Bind]) -> dict[str, str]:
         # Programs that honour HTTP_PROXY name their target in the CONNECT; the others are
         # caught all the same by the NAT.
-        out = proxied_env(env, ca, bound[0], bound[0])
+        out = proxied_env(env, ca, bound[0], bound[0]) | own_loopback_env()
         if self._user is not None:
             out.update(HOME=self._user.pw_dir, USER=self._user.pw_name, LOGNAME=self._user.pw_name)
         return out

@@ -260,6 +260,19 @@ def test_host_services_are_reachable_only_through_the_rules(
         udp.close()
 
 
+def test_servers_on_the_jails_own_loopback_are_reached_directly(jail: Jail, tmp_path: Path) -> None:
+    """NO_PROXY names the jail's own loopback (Codex's TUI talks to a local server of its
+    own), so a client honouring the proxy variables reaches it there, not through the proxy."""
+    request_log = tmp_path / "requests.log"
+    serve = f"{sys.executable} -m http.server 8765 --bind 127.0.0.1 >/dev/null 2>&1 &"
+    fetch = "curl -sS --retry 20 --retry-connrefused --retry-delay 0 -o /dev/null -w '%{http_code}' "
+    result = strong(jail, ["--request-log", str(request_log), "--js", "false"],
+                    ["sh", "-c", f"{serve} {fetch} http://127.0.0.1:8765/; echo; {fetch} http://localhost:8765/"])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["200", "200"], result.stdout
+    assert request_log.read_text() == ""
+
+
 # --- who the child is ---------------------------------------------------------------------
 
 
