@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -84,6 +85,7 @@ class Jail:
         timeout: float = 120,
         env: dict[str, str] | None = None,
         input: str | None = None,
+        cwd: Path = ROOT,
     ) -> subprocess.CompletedProcess[str]:
         """Run httpjail to completion; child is the jailed command (after `--`)."""
         full = [*(["--weak"] if weak and child else []), *self.upstream_args(), *args]
@@ -93,7 +95,7 @@ class Jail:
             text=True,
             timeout=timeout,
             env={**base_env(self.config_home), **(env or {})},
-            cwd=ROOT,
+            cwd=cwd,
             input=input,
         )
 
@@ -108,6 +110,20 @@ class Jail:
             env={**base_env(self.config_home), **(env or {})},
             cwd=ROOT,
         )
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[Any]:
+    """The Docker SDK's client for the engine the Docker jail uses; skips without one."""
+    from httpjail_py.errors import JailSetupError
+    from httpjail_py.jail.docker.jail import connect
+
+    try:
+        client = connect()
+    except JailSetupError as e:
+        pytest.skip(f"needs a running Docker engine: {e}")
+    yield client
+    client.close()
 
 
 @pytest.fixture(scope="session")
