@@ -36,3 +36,82 @@ def converse(argv: Sequence[str], env: Mapping[str, str], prompt: bytes, reply: 
         return proc.wait(timeout=timeout), output
     finally:
         os.close(primary)
+
+
+class Screen:
+    """A full-screen program on a pty of its own, its output rendered by a terminal
+    emulator (pyte), so a test reads the screen as a person would see it."""
+
+    def __init__(self, argv: Sequence[str], env: Mapping[str, str], cwd: str | None = None,
+                 columns: int = 120, lines: int = 40) -> None:
+        import fcntl
+        import struct
+        import termios
+
+        import pyte
+
+        self.screen = pyte.Screen(columns, lines)
+        self._stream = pyte.ByteStream(self.screen)
+        self.primary, secondary = pty.openpty()
+        fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", lines, columns, 0, 0))
+        self.proc = subprocess.Popen(["setsid", "-c", *argv], stdin=secondary, stdout=secondary,
+                                     stderr=secondary, env={**env, "TERM": "xterm-256color"}, cwd=cwd)
+        os.close(secondary)
+        self.transcript = b""
+
+    def text(self) -> str:
+        return "\n".join(line.rstrip() for line in self.screen.display)
+
+    def _read(self, wait: float) -> bool:
+        ready, _, _ = select.select([self.primary], [], [], wait)
+        if not ready:
+            return True
+        try:
+            data = os.read(self.primary, 65536)
+        except OSError:
+            return False  # the program is gone
+        self.transcript += data
+        self._stream.feed(data)
+        return bool(data)
+
+    def wait_for(self, *texts: str, timeout: float = 60) -> str:
+        """Read until one of `texts` is on the screen; that text. Raises TimeoutError
+        with the screen when none shows up."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for text in texts:
+                if text in self.text():
+                    return text
+            if not self._read(0.2):
+                break
+        raise TimeoutError(f"none of {texts} appeared; the screen:\n{self.text()}")
+
+    def shows(self, text: str, within: float) -> bool:
+        """Whether `text` is on the screen, or comes within `within` seconds."""
+        try:
+            self.wait_for(text, timeout=within)
+        except TimeoutError:
+            return False
+        return True
+
+    def send(self, keys: bytes) -> None:
+        os.write(self.primary, keys)
+
+    def stop(self) -> None:
+        """If it still runs: SIGTERM (httpjail then cleans up), SIGKILL after 10 s."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def finish(self, timeout: float = 60) -> int:
+        """Read until the program ends; its exit status."""
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            self._read(0.2)
+        status = self.proc.wait(timeout=max(deadline - time.monotonic(), 1))
+        os.close(self.primary)
+        return status

@@ -31,7 +31,6 @@ import json
 import os
 import socket
 import ssl
-import struct
 import subprocess
 import sys
 import threading
@@ -45,16 +44,20 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests import wsframes
+
 NAMES = ("ok.test", "api.test", "other.test", "git.test", "pypi.test", "ws.test", "evil.test")
-WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 def _name(cn: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
-def make_test_pki(directory: Path) -> tuple[Path, Path, Path]:
-    """A test CA and a server certificate for NAMES. Returns (ca.pem, cert.pem, key.pem)."""
+def make_test_pki(
+    directory: Path, names: tuple[str, ...] = NAMES, stem: str = "upstream"
+) -> tuple[Path, Path, Path]:
+    """A test CA and a server certificate for `names` (and 127.0.0.1), written as
+    <stem>-ca.pem, <stem>-cert.pem and <stem>-key.pem. Returns those three paths."""
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = (
@@ -73,11 +76,11 @@ def make_test_pki(directory: Path) -> tuple[Path, Path, Path]:
         .sign(ca_key, hashes.SHA256())
     )
     key = ec.generate_private_key(ec.SECP256R1())
-    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in NAMES]
+    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
     sans.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
     cert = (
         x509.CertificateBuilder()
-        .subject_name(_name("ok.test"))
+        .subject_name(_name(names[0]))
         .issuer_name(ca.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -91,7 +94,7 @@ def make_test_pki(directory: Path) -> tuple[Path, Path, Path]:
         )
         .sign(ca_key, hashes.SHA256())
     )
-    paths = directory / "upstream-ca.pem", directory / "upstream-cert.pem", directory / "upstream-key.pem"
+    paths = directory / f"{stem}-ca.pem", directory / f"{stem}-cert.pem", directory / f"{stem}-key.pem"
     paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     paths[2].write_bytes(
@@ -360,39 +363,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.close_connection = True
 
     def _websocket(self) -> None:
-        key = self.headers["Sec-WebSocket-Key"]
-        accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
         self.send_response(101)
         self.send_header("Upgrade", "websocket")
         self.send_header("Connection", "Upgrade")
-        self.send_header("Sec-WebSocket-Accept", accept)
+        self.send_header("Sec-WebSocket-Accept", wsframes.accept_key(self.headers["Sec-WebSocket-Key"]))
         self.end_headers()
         self.wfile.flush()
         prefix = (self.headers.get("Authorization", "") + " ").encode() if "tell-auth" in self.path else b""
-        while True:
-            head = self.rfile.read(2)
-            if len(head) < 2:
+        while frame := wsframes.read_frame(self.rfile):
+            opcode, data = frame
+            if opcode == wsframes.CLOSE:  # echo it and stop
+                self.wfile.write(wsframes.encode_frame(wsframes.CLOSE, data))
                 return
-            opcode, length = head[0] & 0x0F, head[1] & 0x7F
-            if length == 126:
-                length = struct.unpack("!H", self.rfile.read(2))[0]
-            elif length == 127:
-                length = struct.unpack("!Q", self.rfile.read(8))[0]
-            mask = self.rfile.read(4) if head[1] & 0x80 else b"\0\0\0\0"
-            data = bytes(b ^ mask[i % 4] for i, b in enumerate(self.rfile.read(length)))
-            if opcode == 0x8:  # close: echo it and stop
-                self.wfile.write(bytes([0x88, len(data)]) + data)
-                return
-            if opcode in (0x1, 0x2):
-                data = prefix + data
-                frame = bytes([0x80 | opcode])
-                if len(data) < 126:
-                    frame += bytes([len(data)])
-                elif len(data) < 65536:
-                    frame += bytes([126]) + struct.pack("!H", len(data))
-                else:
-                    frame += bytes([127]) + struct.pack("!Q", len(data))
-                self.wfile.write(frame + data)
+            if opcode in (wsframes.TEXT, wsframes.BINARY):
+                self.wfile.write(wsframes.encode_frame(opcode, prefix + data))
                 self.wfile.flush()
 
 

@@ -44,11 +44,12 @@ def _libraries(paths: list[str]) -> set[str]:
     return {lib for lib in found if os.path.exists(lib)}
 
 
-def _files() -> list[str]:
+def _files(extra: tuple[str, ...], libraries_for: tuple[str, ...]) -> list[str]:
     python_files = [str(p) for p in PYTHON_LIB.rglob("*") if p.is_file() and not SKIP.search(str(p))]
-    executables = [p for p in BINARIES if os.path.exists(p)]
+    executables = [p for p in (*BINARIES, *extra) if os.path.exists(p)]
     shared = [p for p in python_files if p.endswith(".so")]
-    return sorted(set(executables) | set(python_files) | _libraries(executables + shared))
+    libraries = _libraries([*executables, *shared, *libraries_for])
+    return sorted(set(executables) | set(python_files) | libraries)
 
 
 def _tar(files: list[str]) -> bytes:
@@ -69,9 +70,11 @@ def _tar(files: list[str]) -> bytes:
     return buffer.getvalue()
 
 
-def build_test_image(client: Any) -> str:
-    """The image's reference, imported into the engine if it is not there yet."""
-    files = _files()
+def build_test_image(client: Any, extra: tuple[str, ...] = (), libraries_for: tuple[str, ...] = ()) -> str:
+    """The image's reference, imported into the engine if it is not there yet. `extra`
+    host binaries go in too; `libraries_for` names programs that will be mounted into
+    the container, whose shared libraries the image must have."""
+    files = _files(extra, libraries_for)
     digest = hashlib.sha256()
     for path in files:
         stat = os.stat(path)

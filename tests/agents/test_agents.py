@@ -1,0 +1,39 @@
+"""The real Codex CLI and Claude Code, from the npm registry, unmodified, in the strong
+jail and in a Docker jail, with their ready rule files and their keys held by httpjail.
+Their APIs are the fake of fakeapi.py, in a namespace of the test's own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.agents.fakeapi import FakeApi
+from tests.agents.profiles import AGENTS, Agent
+from tests.agents.scenario import assert_scenario, run_agent
+from tests.conftest import Jail
+from tests.jail.linux.conftest import strong_capability
+
+pytestmark = [
+    pytest.mark.agents,
+    pytest.mark.root,
+    pytest.mark.netns,
+    pytest.mark.skipif(strong_capability() is not None, reason=str(strong_capability())),
+]
+
+
+@pytest.mark.parametrize("agent", AGENTS, ids=[a.name for a in AGENTS])
+def test_the_agent_works_in_the_strong_jail_and_cannot_leak(
+    agent: Agent, jail: Jail, fake_api: FakeApi, tmp_path: Path
+) -> None:
+    run = run_agent(jail, agent, fake_api, tmp_path)
+    assert_scenario(run, fake_api)
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("agent", AGENTS, ids=[a.name for a in AGENTS])
+def test_the_agent_works_in_a_docker_jail_and_cannot_leak(
+    agent: Agent, jail: Jail, fake_api: FakeApi, agent_image: str, tmp_path: Path
+) -> None:
+    run = run_agent(jail, agent, fake_api, tmp_path, image=agent_image)
+    assert_scenario(run, fake_api)

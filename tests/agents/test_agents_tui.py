@@ -1,0 +1,117 @@
+"""The agents' interactive TUIs in the strong jail, under a pty of their own: each draws,
+takes a typed task, runs the fake model's commands, and exits cleanly on Ctrl-C, leaving
+nothing behind (Codex's TUI starts a daemon, which must end with the jail)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.agents.fakeapi import ALLOWED_BODY, FakeApi
+from tests.agents.install import install
+from tests.agents.profiles import CLAUDE_AGENT, CODEX_AGENT, Agent
+from tests.agents.scenario import PLACEHOLDER, Setup, prepare
+from tests.conftest import Jail, base_env
+from tests.jail.linux.conftest import leftovers, strong_capability
+from tests.terminal import Screen
+
+pytestmark = [
+    pytest.mark.agents,
+    pytest.mark.root,
+    pytest.mark.netns,
+    pytest.mark.skipif(strong_capability() is not None, reason=str(strong_capability())),
+]
+
+DOWN, ENTER = b"\x1b[B", b"\r"
+
+
+def type_line(screen: Screen, text: str) -> None:
+    # Typed, then Enter on its own: all at once it would look like a paste to the TUI.
+    screen.send(text.encode())
+    time.sleep(0.5)
+    screen.send(ENTER)
+
+
+def codex_composer(screen: Screen) -> None:
+    """Wait for Codex's main screen, declining the offer of a newer model than -m names.
+    (While it starts, a splash screen already shows an empty prompt box.) Keys sent as
+    the offer is drawn can be lost, so each is sent until the screen shows it took."""
+    offer, keep, ready = "Use existing model", "› 2. Use existing model", "To get started"
+    if screen.wait_for(offer, ready, timeout=90) == offer:
+        for key, effect in ((DOWN, keep), (ENTER, ready)):
+            for _ in range(20):
+                screen.send(key)
+                if screen.shows(effect, within=1):
+                    break
+    screen.wait_for(ready)
+    if screen.shows(offer, within=1):
+        raise AssertionError(f"Codex's offer of another model came back:\n{screen.text()}")
+
+
+def start_tui(jail: Jail, agent: Agent, api: FakeApi, directory: Path, shell: str) -> tuple[Setup, Screen]:
+    """httpjail running `sh -c shell` in the strong jail, on a pty of its own."""
+    setup = prepare(agent, api, directory)
+    argv = jail.command([*jail.upstream_args(), *setup.args], ["sh", "-c", shell])
+    return setup, Screen(argv, {**base_env(jail.config_home), **setup.env}, cwd=str(setup.work))
+
+
+def check_tui_run(agent: Agent, setup: Setup, shown: str, status: int, api: FakeApi) -> None:
+    """What the screen showed of the scenario, the exit status, and what is left."""
+    assert ALLOWED_BODY in shown, shown
+    assert f"{agent.rule_file}: evil.test is not needed by" in shown, shown
+    assert PLACEHOLDER.search(shown) and setup.key not in shown, shown
+    assert status == 0
+    assert leftovers(setup.jail_id()) == []
+    assert any(r.host == agent.api_host and agent.key_sent(r) == setup.key for r in api.received)
+
+
+def converse(screen: Screen, until_ready: Callable[[Screen], None], quit: str) -> tuple[str, int]:
+    """Type the task once the TUI is ready; the screen once it shows the report; the
+    exit status after `quit` (typed: a Ctrl-C that came as the TUI leaves would go to
+    httpjail, which would then stop with 130 instead of the command's 0)."""
+    try:
+        until_ready(screen)
+        type_line(screen, "Check the network")
+        screen.wait_for("step 3:", timeout=90)
+        shown = " ".join(screen.text().split())
+        type_line(screen, quit)
+        return shown, screen.finish()
+    finally:
+        screen.stop()
+
+
+def test_codex_tui(jail: Jail, fake_api: FakeApi, tmp_path: Path) -> None:
+    agent = CODEX_AGENT
+    codex = install(agent.package) / "node_modules" / ".bin" / "codex"
+    # The TUI wants a login: it stores the key it is given, which in the jail is the placeholder.
+    login = f'printenv {agent.key_var} | "{codex}" login --with-api-key >/dev/null'
+    tui = f'exec "{codex}" -m gpt-5.5 --dangerously-bypass-approvals-and-sandbox'
+    setup, screen = start_tui(jail, agent, fake_api, tmp_path, f"{login} && {tui}")
+    shown, status = converse(screen, codex_composer, "/quit")
+    check_tui_run(agent, setup, shown, status, fake_api)
+
+
+def claude_prompt(screen: Screen) -> None:
+    screen.wait_for("? for shortcuts", timeout=90)
+
+
+# Claude Code's first-run dialogs, answered in advance: onboarding done, the API key (by
+# its last 20 characters: the placeholder's, in the jail) approved, the folder trusted.
+CLAUDE_SEED = """
+k=$(printf %s "$ANTHROPIC_API_KEY" | tail -c 20)
+printf '{"hasCompletedOnboarding":true,"hasSeenAutoDefaultNudge":true,'\
+'"customApiKeyResponses":{"approved":["%s"],"rejected":[]},'\
+'"projects":{"%s":{"hasTrustDialogAccepted":true}}}' "$k" "$PWD" > "$HOME/.claude.json"
+"""
+
+
+def test_claude_code_tui(jail: Jail, fake_api: FakeApi, tmp_path: Path) -> None:
+    agent = CLAUDE_AGENT
+    claude = install(agent.package) / "node_modules" / ".bin" / "claude"
+    tui = f'exec "{claude}" --permission-mode default --allowedTools Bash'
+    setup, screen = start_tui(jail, agent, fake_api, tmp_path, f"{CLAUDE_SEED}\n{tui}")
+    shown, status = converse(screen, claude_prompt, "/exit")
+    check_tui_run(agent, setup, shown, status, fake_api)
