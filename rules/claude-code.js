@@ -17,13 +17,24 @@
 //   The browser sign-in itself (claude.ai/oauth/authorize) happens outside the jail: log
 //   in once without the jail, or use ANTHROPIC_API_KEY.
 //
-// Left out ON PURPOSE (Claude Code keeps working without them; they are refused):
+// Left out ON PURPOSE (Claude Code keeps working without them; they are refused). What
+// Claude Code 2.1.332 tried, seen in the tests' runs of the real program:
 //   api.anthropic.com/api/event_logging/...   telemetry
+//   api.anthropic.com/api/claude_code/organizations/metrics_enabled
+//                                             whether the organisation wants metrics
 //   api.anthropic.com/api/eval/...            feature-flag / experiment evaluation
+//   api.anthropic.com/api/claude_code_penguin_mode, /api/directory/server-urls
+//                                             feature and directory look-ups it does
+//                                             without when refused
 //   api.anthropic.com/mcp-registry/...        MCP server directory (only for browsing it)
 //   statsig.anthropic.com, *.statsig.com, *.sentry.io   metrics and crash reports
 //   storage.googleapis.com, downloads.claude.ai, registry.npmjs.org   auto-update checks
-//   and downloads; update Claude Code outside the jail (or set DISABLE_AUTOUPDATER=1).
+//   and downloads, and (the TUI) downloads.claude.ai/model-catalog; update Claude Code
+//   outside the jail (or set DISABLE_AUTOUPDATER=1).
+//   raw.githubusercontent.com (the TUI's release notes) and github.com (the TUI's fetch of
+//   the official plugin marketplace, over HTTPS and over SSH, which the strong jail
+//   closes as not HTTP) are refused as hosts Claude Code does not need.
+//   CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 stops most of these requests being made.
 // Also refused: plain http://, other ports, look-alike hosts (xapi.anthropic.com,
 // api.anthropic.com.evil.test) and every other host.
 
@@ -47,6 +58,9 @@ const ENDPOINTS = {
 // Refusals that deserve a precise reason in the log: they are expected, not a breakage.
 const LEFT_OUT = [
   ['/api/event_logging/', 'telemetry, left out on purpose'],
+  ['/api/claude_code/organizations/metrics_enabled', 'a telemetry setting, left out on purpose'],
+  ['/api/claude_code_penguin_mode', 'a feature look-up, left out on purpose'],
+  ['/api/directory/', 'a directory look-up, left out on purpose'],
   ['/api/eval/', 'experiment evaluation, left out on purpose'],
   ['/mcp-registry/', 'the MCP server directory, left out on purpose'],
 ];

@@ -19,12 +19,23 @@
 //                       /api/accounts/deviceauth/token     (polled until you sign in)
 //                     The sign-in pages themselves open in your browser, outside the jail.
 //
-// Denied on purpose (Codex works without them; each is logged as a refusal):
-//   https://api.github.com/repos/openai/plugins and
-//   https://chatgpt.com/backend-api/plugins/export/curated, which Codex fetches at start
-//   for its plugin catalogue; also chatgpt.com usage/cloud-task endpoints, web search,
-//   image and realtime endpoints, and every other host. Plain http://, other ports and
-//   look-alike hosts (api.openai.com.evil.test, xapi.openai.com) are denied too.
+// Denied on purpose (Codex works without them; each is logged as a refusal). What Codex
+// 0.169.0 tried, seen in the tests' runs of the real program:
+//   github.com/openai/plugins.git, api.github.com/repos/openai/plugins and
+//     chatgpt.com/backend-api/plugins/export/curated   its plugin catalogue, at start
+//   ab.chatgpt.com/otlp/v1/metrics                     telemetry (OpenTelemetry metrics)
+//   raw.githubusercontent.com/openai/codex/main/announcement_tip.toml
+//                                                      the TUI's tip of the day
+//   api.github.com/repos/openai/codex/releases/latest  the TUI's update check; update
+//                                                      Codex outside the jail
+// Also denied: chatgpt.com usage and cloud-task endpoints, web search, image and realtime
+// endpoints, and every other host. Plain http://, other ports and look-alike hosts
+// (api.openai.com.evil.test, xapi.openai.com) are denied too.
+//
+// With an API key held by httpjail (--secret CODEX_API_KEY@api.openai.com), Codex's
+// model-list request to chatgpt.com carries the key's placeholder, so httpjail refuses it
+// (secret-to-wrong-host): the key goes to api.openai.com only. Codex then uses the
+// models it knows; pass -m to pick one.
 
 const FILE = 'rules/codex.js';
 

@@ -25,6 +25,7 @@ class Agent:
     args: tuple[str, ...]  # before the prompt
     key_header: str  # where the API expects the key
     denied: frozenset[str]
+    tui_denied: frozenset[str]  # what the TUI tries besides
     env: tuple[tuple[str, str], ...] = ()
 
     def key_sent(self, request: Received) -> str | None:
@@ -44,6 +45,7 @@ CODEX_AGENT = Agent(
     args=("exec", "-m", "gpt-5.5", "--skip-git-repo-check", "--dangerously-bypass-approvals-and-sandbox"),
     key_header="authorization",
     denied=frozenset({"chatgpt.com", "ab.chatgpt.com", "github.com", "api.github.com"}),
+    tui_denied=frozenset({"raw.githubusercontent.com"}),
 )
 
 CLAUDE_AGENT = Agent(
@@ -55,6 +57,7 @@ CLAUDE_AGENT = Agent(
     args=("--allowedTools", "Bash", "-p"),
     key_header="x-api-key",
     denied=frozenset({"api.anthropic.com"}),
+    tui_denied=frozenset({"raw.githubusercontent.com", "downloads.claude.ai", "github.com"}),
 )
 
 AGENTS = (CODEX_AGENT, CLAUDE_AGENT)

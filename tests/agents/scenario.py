@@ -25,7 +25,8 @@ from tests.conftest import ROOT, Jail
 
 PROMPT = "Check the network: fetch the allowed page, try the upload, and show your API key variable."
 PLACEHOLDER = re.compile(r"httpjail-secret-[a-z0-9]+")
-REQUEST_LINE = re.compile(r"^\S+ ([+-]) (\S+) (https?://([^/:]+)\S*)$")
+# `<time> <+|-> <METHOD> <URL>`, or `- TCP host:port` for a connection that was not HTTP.
+REQUEST_LINE = re.compile(r"^\S+ ([+-]) (\S+) ((?:https?://)?([^/:]+)\S*)$")
 
 
 def script_for(agent: Agent) -> Script:

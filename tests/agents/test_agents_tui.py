@@ -13,7 +13,7 @@ import pytest
 from tests.agents.fakeapi import ALLOWED_BODY, FakeApi
 from tests.agents.install import install
 from tests.agents.profiles import CLAUDE_AGENT, CODEX_AGENT, Agent
-from tests.agents.scenario import PLACEHOLDER, Setup, prepare
+from tests.agents.scenario import PLACEHOLDER, Setup, prepare, read_logs
 from tests.conftest import Jail, base_env
 from tests.jail.linux.conftest import leftovers, strong_capability
 from tests.terminal import Screen
@@ -65,6 +65,9 @@ def check_tui_run(agent: Agent, setup: Setup, shown: str, status: int, api: Fake
     assert PLACEHOLDER.search(shown) and setup.key not in shown, shown
     assert status == 0
     assert leftovers(setup.jail_id()) == []
+    requests, _ = read_logs(setup.request_log, setup.audit_log)
+    denied_hosts = {host for sign, _, _, host in requests if sign == "-"}
+    assert denied_hosts <= agent.denied | agent.tui_denied | {"evil.test"}, denied_hosts
     assert any(r.host == agent.api_host and agent.key_sent(r) == setup.key for r in api.received)
 
 
