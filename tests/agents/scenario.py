@@ -16,12 +16,16 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from subprocess import CompletedProcess
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tests.agents.fakeapi import ALLOWED_BODY, NAMES, FakeApi, Received, Script
 from tests.agents.install import install
 from tests.agents.profiles import Agent
-from tests.conftest import ROOT, Jail
+
+if TYPE_CHECKING:  # not imported: scripts/demo runs this without pytest
+    from tests.conftest import Jail
+
+ROOT = Path(__file__).resolve().parents[2]
 
 PROMPT = "Check the network: fetch the allowed page, try the upload, and show your API key variable."
 PLACEHOLDER = re.compile(r"httpjail-secret-[a-z0-9]+")

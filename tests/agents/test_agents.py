@@ -4,6 +4,8 @@ Their APIs are the fake of fakeapi.py, in a namespace of the test's own."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,7 @@ import pytest
 from tests.agents.fakeapi import FakeApi
 from tests.agents.profiles import AGENTS, Agent
 from tests.agents.scenario import assert_scenario, run_agent
-from tests.conftest import Jail
+from tests.conftest import ROOT, Jail, base_env
 from tests.jail.linux.conftest import strong_capability
 
 pytestmark = [
@@ -37,3 +39,14 @@ def test_the_agent_works_in_a_docker_jail_and_cannot_leak(
 ) -> None:
     run = run_agent(jail, agent, fake_api, tmp_path, image=agent_image)
     assert_scenario(run, fake_api)
+
+
+def test_the_agent_demo_runs(config_home: Path) -> None:
+    """`scripts/demo agent`: what a person watching sees, and its exit status."""
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "demo_agent.py"), "codex"],
+                            capture_output=True, text=True, timeout=240, env=base_env(config_home))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "+ GET https://ok.test/allowed" in result.stdout
+    assert "POST https://evil.test/upload: rules/codex.js: evil.test is not needed by Codex" in result.stdout
+    assert "(the real key, put in by httpjail)" in result.stdout
+    assert "NOT the real key" not in result.stdout
