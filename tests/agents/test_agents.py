@@ -24,11 +24,12 @@ pytestmark = [
 ]
 
 
+@pytest.mark.parametrize("weak", [False, True], ids=["strong", "weak"])
 @pytest.mark.parametrize("agent", AGENTS, ids=[a.name for a in AGENTS])
-def test_the_agent_works_in_the_strong_jail_and_cannot_leak(
-    agent: Agent, jail: Jail, fake_api: FakeApi, tmp_path: Path
+def test_the_agent_works_in_the_jail_and_cannot_leak(
+    agent: Agent, weak: bool, jail: Jail, fake_api: FakeApi, tmp_path: Path
 ) -> None:
-    run = run_agent(jail, agent, fake_api, tmp_path)
+    run = run_agent(jail, agent, fake_api, tmp_path, weak=weak)
     assert_scenario(run, fake_api)
 
 

@@ -9,8 +9,6 @@ and its counter shows the proxy's SYNs arrived there.
 from __future__ import annotations
 
 import json
-import secrets
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,48 +16,36 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Jail
-from tests.jail.linux.sink import run_checked
+from tests.nethost import TestHost, run_checked
 
 pytestmark = pytest.mark.root
 
 
 @dataclass
 class SilentHost:
-    """A namespace at `address` that drops every TCP SYN it gets, and counts them."""
+    """A test host that drops every TCP SYN it gets, and counts them."""
 
-    netns: str
-    host_veth: str
-    address: str
+    host: TestHost
+
+    @property
+    def address(self) -> str:
+        return self.host.address
 
     def syns(self) -> int:
-        out = run_checked("nft", "list", "table", "inet", "silent", netns=self.netns)
+        out = run_checked("nft", "list", "table", "inet", "silent", netns=self.host.netns)
         return int(out.split("counter packets ")[1].split()[0])
 
 
 @pytest.fixture
 def silent_host() -> Iterator[SilentHost]:
-    suffix = secrets.token_hex(3)
-    third = secrets.randbelow(256)
-    host = SilentHost(f"hjsilent{suffix}", f"hsl{suffix}", f"10.202.{third}.2")
-    peer = f"{host.host_veth}p"
+    host = TestHost.create("sil", 202)
     try:
-        run_checked("ip", "netns", "add", host.netns)
-        run_checked("ip", "link", "add", host.host_veth, "type", "veth", "peer", "name", peer)
-        run_checked("ip", "link", "set", peer, "netns", host.netns)
-        run_checked("ip", "addr", "add", f"10.202.{third}.1/30", "dev", host.host_veth)
-        run_checked("ip", "link", "set", host.host_veth, "up")
-        run_checked("ip", "addr", "add", f"{host.address}/30", "dev", peer, netns=host.netns)
-        run_checked("ip", "link", "set", peer, "up", netns=host.netns)
         run_checked("nft", "-f", "-", netns=host.netns, stdin=(
             "table inet silent {\n chain input {\n type filter hook input priority 0;\n"
             " tcp flags syn counter drop\n }\n}\n"))
-        route = json.loads(run_checked("ip", "-j", "route", "get", host.address))[0]
-        if route.get("dev") != host.host_veth:
-            raise RuntimeError(f"{host.address} does not route into the test's namespace ({route})")
-        yield host
+        yield SilentHost(host)
     finally:
-        subprocess.run(["ip", "link", "del", host.host_veth], capture_output=True, timeout=30)
-        subprocess.run(["ip", "netns", "del", host.netns], capture_output=True, timeout=30)
+        host.destroy()
 
 
 def test_an_upstream_that_drops_the_connect_gets_a_502_at_the_deadline(

@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.nethost import run_checked
+
 SINK_IP = "203.0.113.9"
 ROUTED = ("203.0.113.0/24", "198.18.0.0/16")
 TCP_PORTS = (22, 80, 443, 8080)
@@ -45,15 +47,6 @@ while True:
         open(out + ".tmp", "w").write(json.dumps(counts))
         import os; os.replace(out + ".tmp", out)
 """
-
-
-def run_checked(*cmd: str, netns: str | None = None, stdin: str | None = None) -> str:
-    """Run `cmd` (in `netns`, if given); its stdout. Raises RuntimeError with its stderr."""
-    argv = [*(["ip", "netns", "exec", netns] if netns else []), *cmd]
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=30, input=stdin)
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)}: {result.stderr.strip()}")
-    return result.stdout
 
 
 def _ip(*args: str, netns: str | None = None) -> str:
