@@ -390,7 +390,7 @@ class _QuietErrors:
         super().handle_error(request, client_address)  # type: ignore[misc]
 
 
-class _TlsServer(_QuietErrors, http.server.ThreadingHTTPServer):
+class TlsServer(_QuietErrors, http.server.ThreadingHTTPServer):
     daemon_threads = True
     context: ssl.SSLContext
 
@@ -420,7 +420,7 @@ def start_upstream(directory: Path) -> Upstream:
     handler = type("Handler", (_Handler,), {"upstream": upstream})
 
     plain = _PlainServer(("127.0.0.1", 0), handler)
-    tls = _TlsServer(("127.0.0.1", 0), handler)
+    tls = TlsServer(("127.0.0.1", 0), handler)
     tls.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls.context.load_cert_chain(cert, key)
     tls.context.set_alpn_protocols(["http/1.1"])

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterable
@@ -30,7 +29,7 @@ from typing import Any
 
 from tests import wsframes
 from tests.nethost import TestHost
-from tests.upstream import make_test_pki
+from tests.upstream import TlsServer, make_test_pki
 
 OPENAI_HOSTS = ("api.openai.com", "chatgpt.com", "auth.openai.com", "ab.chatgpt.com")
 ANTHROPIC_HOSTS = ("api.anthropic.com", "console.anthropic.com", "platform.claude.com")
@@ -339,31 +338,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.close_connection = True
 
 
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    context: ssl.SSLContext
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        sock, addr = self.socket.accept()
-        sock.settimeout(10)
-        try:
-            tls = self.context.wrap_socket(sock, server_side=True)
-        except (ssl.SSLError, OSError):
-            sock.close()
-            raise
-        tls.settimeout(None)
-        return tls, addr
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        pass  # an agent that hangs up mid-stream is not the test's concern here
-
-
 def start_fake_api(host: TestHost, directory: Path, script: Script) -> FakeApi:
     """The fake on port 443 of `host`, serving in threads of this process."""
     ca, cert, key = make_test_pki(directory, NAMES, stem="fakeapi")
     api = FakeApi(host, ca, script)
     handler = type("Handler", (_Handler,), {"api": api})
-    server = _Server((host.address, 443), handler, bind_and_activate=False)
+    server = TlsServer((host.address, 443), handler, bind_and_activate=False)
     server.socket.close()
     server.socket = host.listen(443)
     server.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
