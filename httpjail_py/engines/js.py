@@ -211,8 +211,12 @@ class JsEngine:
         except quickjs.JSException as e:
             self._drain_console()
             text = _first_line(e)
+            budget = f"{self._time_limit * 1000:.0f} ms CPU budget"
             if "interrupted" in text:
-                text = f"rule ran past its {self._time_limit * 1000:.0f} ms CPU budget"
+                text = f"rule ran past its {budget}"
+            elif text in ("", "null"):
+                # Seen under load with a memory bomb: the error object itself could not be made.
+                text = f"rule ran out of memory or past its {budget} (quickjs gave no error)"
             return Decision.error(f"rule error: {text}")
         except Exception as e:  # a quickjs internal failure must still deny
             return Decision.error(f"rule error: {type(e).__name__}: {e}")

@@ -177,10 +177,8 @@ def prepare(agent: Agent, api: FakeApi, directory: Path) -> Setup:
     return Setup(tree, work, home, key, args, env, request_log, audit_log)
 
 
-def run_agent(jail: Jail, agent: Agent, api: FakeApi, directory: Path, image: str | None = None,
-              weak: bool = False) -> AgentRun:
-    """Run the scenario in the strong jail, in a Docker jail when `image` is given, or in
-    weak mode."""
+def run_agent(jail: Jail, agent: Agent, api: FakeApi, directory: Path, image: str | None = None) -> AgentRun:
+    """Run the scenario in the strong jail, or in a Docker jail when `image` is given."""
     setup = prepare(agent, api, directory)
     args, command = list(setup.args), [*agent.args, PROMPT]
     if image is None:
@@ -190,6 +188,6 @@ def run_agent(jail: Jail, agent: Agent, api: FakeApi, directory: Path, image: st
         env_flags = [flag for name, value in agent.env for flag in ("-e", f"{name}={value}")]
         child = ["-v", f"{setup.tree}:/opt/agent:ro", "-v", f"{setup.work}:/work", "-w", "/work", *env_flags,
                  image, f"/opt/agent/node_modules/.bin/{agent.package.command}", *command]
-    result = jail.run(args, child, weak=weak, timeout=240, cwd=setup.work, env=setup.env)
+    result = jail.run(args, child, weak=False, timeout=240, cwd=setup.work, env=setup.env)
     requests, audit = read_logs(setup.request_log, setup.audit_log)
     return AgentRun(agent, setup.key, result, requests, audit, list(api.received))

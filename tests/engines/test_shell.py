@@ -58,6 +58,8 @@ def assert_rule_error(decision: Decision, says: str) -> None:
 
 
 def test_every_variable_reaches_the_script(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [k for k in os.environ if k.startswith("HTTPJAIL_")]:  # the caller's own
+        monkeypatch.delenv(name)
     monkeypatch.setenv("HTTPJAIL_TEST_INHERITED", "from httpjail")
     monkeypatch.setenv("HTTPJAIL_URL", "stale value, must be replaced")
     req = RequestInfo(

@@ -101,6 +101,9 @@ class DockerJail(StrongJail):
         # Containers first: what runs in a dead jail's namespace goes with them.
         return sweep(lambda: sweep_containers(self._client))
 
+    # The container's processes go with it; the holder's init would ignore a SIGTERM.
+    stop_leftovers = False
+
     def _make_netns(self, spec: JailNetSpec) -> Callable[[str], None]:
         holder, pid = start_holder(self._client, spec.jail_id, dns=str(spec.host_addr.ip))
         self._undo.push(f"remove container {holder.name}", lambda: holder.remove(force=True))

@@ -193,7 +193,8 @@ def remove_resources(jail_id: str) -> None:
     name = f"{NETNS_PREFIX}{jail_id}"
     _remove_containers(jail_id)
     # What the dead jail's command left running: nothing serves it any more.
-    stop_processes_in(name, grace=0)
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        stop_processes_in(name, grace=0)
     with contextlib.suppress(Exception):
         delete_link(host_veth_name(jail_id))
     if name in netns.listnetns():

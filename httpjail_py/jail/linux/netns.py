@@ -13,7 +13,9 @@ back what was made; the caller runs `undo.run()`):
    jail's `lo` up, a default route in the jail via `spec.host_addr`;
 5. `/etc/netns/httpjail_<jail_id>/resolv.conf` with `nameserver <host_addr>` (what
    `ip netns exec` bind-mounts over /etc/resolv.conf);
-6. last, an undo step (so it runs first) that stops every process still in the netns.
+6. last, unless `stop_leftovers` is false (a Docker jail's processes go with its
+   containers), an undo step (so it runs first) that stops every process still in the
+   netns.
 
 Addresses and routes are not undo steps of their own: they go with their links, and the
 jail end goes with the netns. Nothing here touches nftables (see `nft.py`) or sends a
@@ -139,6 +141,8 @@ def stop_processes_in(name: str, grace: float = 1.0) -> list[int]:
     sig = signal.SIGTERM
     while pids := _pids_in(name):
         found += [pid for pid in pids if pid not in found]
+        if time.monotonic() > deadline + 5:  # not even SIGKILL (a process stuck in the kernel)
+            raise OSError(f"processes {pids} in {name} did not stop")
         if time.monotonic() > deadline:
             sig = signal.SIGKILL
         for pid in pids:
@@ -207,7 +211,8 @@ def attach_netns(name: str, pid: int) -> None:
 
 
 def create_jail_network(
-    spec: JailNetSpec, undo: UndoStack, make_netns: Callable[[str], None] = add_netns
+    spec: JailNetSpec, undo: UndoStack, make_netns: Callable[[str], None] = add_netns,
+    stop_leftovers: bool = True,
 ) -> None:
     """Make the jail's netns (with `make_netns(name)`), veth pair, addresses, route and
     resolv.conf (module doc).
@@ -258,5 +263,6 @@ def create_jail_network(
     etc.mkdir(exist_ok=False)
     undo.push(f"remove {etc}", lambda: shutil.rmtree(etc, ignore_errors=False))
     (etc / "resolv.conf").write_text(f"nameserver {host_ip}\n")
-    # Pushed last, so it runs first: what still runs in the jail stops before its network goes.
-    undo.push(f"stop the processes left in {ns}", lambda: stop_processes_in(ns))
+    if stop_leftovers:
+        # Pushed last, so it runs first: what still runs in the jail stops before its network goes.
+        undo.push(f"stop the processes left in {ns}", lambda: stop_processes_in(ns))

@@ -112,6 +112,9 @@ class StrongJail(Jail):
         self._preparing = asyncio.ensure_future(asyncio.to_thread(self._make_network))
         await asyncio.shield(self._preparing)
 
+    # At teardown, stop what still runs in the netns (the Docker jail's go with its containers).
+    stop_leftovers = True
+
     def _sweep(self) -> list[str]:
         return sweep()
 
@@ -135,7 +138,8 @@ class StrongJail(Jail):
                 jail_id=jail_id, host_veth=host_veth_name(jail_id), host_addr=host,
                 jail_addr=jail, proxy_port=1, dns_port=2,
             )
-            create_jail_network(self._spec, self._undo, self._make_netns(self._spec))
+            create_jail_network(self._spec, self._undo, self._make_netns(self._spec),
+                                stop_leftovers=self.stop_leftovers)
         log.info("jail %s: %s (host end %s on %s)", self.jail_id, jail.ip, host.ip, self._spec.host_veth)
 
     def _net(self) -> JailNetSpec:

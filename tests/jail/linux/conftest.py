@@ -46,7 +46,7 @@ def quiet_sink(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sink]:
             sink.check_routes()
             before = sink.snapshot()
             yield sink
-            assert sink.snapshot() == before, "something from a jail reached the sink"
+            assert sink.snapshot() == before, f"something reached the sink: {sink.arrivals()}"
         finally:
             sink.destroy()
 

@@ -85,9 +85,14 @@ class Sink:
         _ip("link", "set", peer, "up", netns=self.netns)
         _ip("link", "set", "lo", "up", netns=self.netns)
         _ip("route", "add", "default", "via", f"10.201.{third}.1", netns=self.netns)
+        # The set keeps who sent what, for the message of a test that finds an arrival.
         rules = (
-            "table inet sink {\n chain pre {\n type filter hook prerouting priority -400;\n"
-            f' iifname "{peer}" meta nfproto ipv4 counter\n }}\n}}\n'
+            "table inet sink {\n"
+            " set seen { type ipv4_addr . ipv4_addr . inet_proto; flags dynamic; size 4096; }\n"
+            " chain pre {\n type filter hook prerouting priority -400;\n"
+            f' iifname "{peer}" meta nfproto ipv4 counter'
+            " add @seen { ip saddr . ip daddr . meta l4proto }\n"
+            " }\n}\n"
         )
         run_checked("nft", "-f", "-", netns=self.netns, stdin=rules)
         for net in ROUTED:
@@ -112,6 +117,12 @@ class Sink:
         """IPv4 packets that arrived at the sink so far."""
         out = run_checked("nft", "list", "table", "inet", "sink", netns=self.netns)
         return int(out.split("counter packets ")[1].split()[0])
+
+    def arrivals(self) -> list[str]:
+        """`source . destination . protocol` of what arrived so far."""
+        out = run_checked("nft", "list", "set", "inet", "sink", "seen", netns=self.netns)
+        body = out.split("elements = {", 1)[1].split("}", 1)[0] if "elements" in out else ""
+        return [" ".join(e.split()) for e in body.split(",") if e.strip()]
 
     def received(self) -> dict[str, int]:
         """TCP connections accepted and UDP datagrams received by the listeners so far."""
