@@ -1,7 +1,7 @@
 """A sink host of the tests' own: where an escape from a jail would land, and counts.
 
 A network namespace `hjsink<id>` behind a veth pair, with 203.0.113.9 (TEST-NET-3) on its
-end, and host routes that send 203.0.113.0/24 and 198.18.0.0/16 (the DNS sinkhole's fake
+end, and host routes that send 203.0.113.9 and 198.18.0.0/16 (the DNS sinkhole's fake
 addresses) to it. So a packet that got past a jail's barriers towards either range would
 arrive here and nowhere else: `check_routes()` proves that before any test sends a packet.
 It counts every IPv4 packet that arrives (nft counter) and runs TCP listeners on 22, 80,
@@ -21,7 +21,10 @@ from pathlib import Path
 from tests.nethost import run_checked
 
 SINK_IP = "203.0.113.9"
-ROUTED = ("203.0.113.0/24", "198.18.0.0/16")
+# The sink's own address only, not its /24: a machine may reach real services at other
+# TEST-NET-3 addresses (this one's npm registry answers at 203.0.113.80), and a wider route
+# would take their traffic into the sink while a test runs.
+ROUTED = (f"{SINK_IP}/32", "198.18.0.0/16")
 TCP_PORTS = (22, 80, 443, 8080)
 UDP_PORTS = (53, 9999)
 
