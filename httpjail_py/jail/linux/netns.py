@@ -52,7 +52,8 @@ from collections.abc import Callable, Collection
 from ipaddress import IPv4Interface, IPv4Network
 from pathlib import Path
 
-from pyroute2 import IPRoute, netns
+from pyroute2 import netns
+from pyroute2.iproute import IPRoute
 
 from httpjail_py.config import JAIL_POOL
 from httpjail_py.jail.cleanup import UndoStack
