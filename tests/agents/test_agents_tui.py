@@ -29,9 +29,12 @@ DOWN, ENTER = b"\x1b[B", b"\r"
 
 
 def type_line(screen: Screen, text: str) -> None:
-    # Typed, then Enter on its own: all at once it would look like a paste to the TUI.
+    """Type `text`, and once the TUI shows it, Enter: on its own, since all at once it
+    would look like a paste."""
     screen.send(text.encode())
-    time.sleep(0.5)
+    if not screen.shows(text, within=5):
+        raise AssertionError(f"the TUI did not show what was typed ({text!r}):\n{screen.text()}")
+    time.sleep(0.3)
     screen.send(ENTER)
 
 
