@@ -3,6 +3,7 @@ and the image their Docker jails run."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 
 from tests.agents.fakeapi import FakeApi, Script, start_fake_api
 from tests.agents.install import CLAUDE_CODE, install
+from tests.agents.profiles import AGENTS
 from tests.jail.docker.image import build_test_image
 from tests.jail.linux.conftest import strong_capability
 from tests.nethost import TestHost
@@ -17,6 +19,15 @@ from tests.nethost import TestHost
 # The agents are mounted from the install cache; the image holds what they run on: node
 # for Codex's launcher, bash for both agents' shell tools, and Claude Code's libraries.
 AGENT_IMAGE_EXTRAS = ("/usr/bin/node", "/usr/bin/bash", "/usr/bin/printenv")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def agents_installed() -> None:
+    """Both agents, installed once per machine (install.py); without npm, the tests skip."""
+    if shutil.which("npm") is None:
+        pytest.skip("needs npm (Debian package npm) to install the agents")
+    for agent in AGENTS:
+        install(agent.package)
 
 
 @pytest.fixture(scope="session")
