@@ -5,8 +5,9 @@ own, mapped to the agent's usual hostname with --resolve. The fake model has the
 fetch an allowed page, try to upload a file to a denied host, and print its API key.
 
 Root only: the strong jail and the fake API's namespace need it. The agent is installed
-once into the tests' cache (tests/agents/install.py). Nothing is sent beyond this machine:
-every host the rule allows is mapped to the fake.
+once into the tests' cache (tests/agents/install.py), from the npm registry. The agent
+sends nothing beyond this machine: the rule refuses anything but the hosts mapped to the
+fake (tests/agents/scenario.py, `rule_for`).
 """
 
 from __future__ import annotations
@@ -62,9 +63,11 @@ def main(argv: list[str]) -> int:
             cmd = [sys.executable, "-m", "httpjail_py", *setup.args, "--", *command]
             env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
             env.update(setup.env, XDG_CONFIG_HOME=str(tmpdir / "config"))
-            heading("the command (the rule file as shipped; the fake API at every host it allows)")
-            print("  httpjail --js-file " + agent.rule_file + f" --secret {agent.key_var}@{agent.api_host} "
+            heading("the command")
+            print(f"  httpjail --js-file RULE --secret {agent.key_var}@{agent.api_host} "
                   "--request-log requests.log -- " + shlex.join([agent.package.command, *command[1:]]))
+            print(f"  RULE: {agent.rule_file} as shipped, plus GET https://ok.test/allowed, and only hosts"
+                  " mapped to the fake")
             print(f"  {agent.key_var} in httpjail's environment: {setup.key}")
             heading("the agent's output (strong jail)")
             result = subprocess.run(cmd, env=env, cwd=setup.work)

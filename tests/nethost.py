@@ -52,10 +52,16 @@ class TestHost:
     @classmethod
     def _create(cls, prefix: str, second_octet: int) -> TestHost:
         suffix = secrets.token_hex(3)
+        # A /24 with any address or route of the host's in it is left alone: the test host
+        # must not shadow a network the machine uses.
         links = json.loads(run_checked("ip", "-4", "-j", "addr", "show"))
-        used = {info["local"] for link in links for info in link.get("addr_info", [])}
-        third = next(n for n in range(256) if f"10.{second_octet}.{n}.1" not in used)
-        net = f"10.{second_octet}.{third}"
+        routes = json.loads(run_checked("ip", "-4", "-j", "route", "show", "table", "all"))
+        taken = {info["local"] for link in links for info in link.get("addr_info", [])}
+        taken |= {route["dst"].split("/")[0] for route in routes if route.get("dst", "default") != "default"}
+        free = [n for n in range(256) if not any(t.startswith(f"10.{second_octet}.{n}.") for t in taken)]
+        if not free:
+            raise RuntimeError(f"no free 10.{second_octet}.n.0/24 for a test host")
+        net = f"10.{second_octet}.{free[0]}"
         host = cls(f"hj{prefix}{suffix}", f"h{prefix}{suffix}", f"{net}.2", f"{net}.1")
         peer, gateway = f"{host.host_veth}p", host.gateway
         try:

@@ -62,6 +62,14 @@ class Screen:
     def text(self) -> str:
         return "\n".join(line.rstrip() for line in self.screen.display)
 
+    def flat(self) -> str:
+        """The screen as one line of words: a line that fills the width continues on the
+        next (the program's text wrapped there), any other line ends a word."""
+        out = ""
+        for line in self.screen.display:
+            out += line if len(line.rstrip()) == self.screen.columns else line.rstrip() + " "
+        return " ".join(out.split())
+
     def _read(self, wait: float) -> bool:
         ready, _, _ = select.select([self.primary], [], [], wait)
         if not ready:
@@ -98,7 +106,8 @@ class Screen:
         os.write(self.primary, keys)
 
     def stop(self) -> None:
-        """If it still runs: SIGTERM (httpjail then cleans up), SIGKILL after 10 s."""
+        """If it still runs: SIGTERM (httpjail then cleans up), SIGKILL after 10 s. Then
+        the pty is closed."""
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -106,12 +115,13 @@ class Screen:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.primary >= 0:
+            os.close(self.primary)
+            self.primary = -1
 
     def finish(self, timeout: float = 60) -> int:
         """Read until the program ends; its exit status."""
         deadline = time.monotonic() + timeout
         while self.proc.poll() is None and time.monotonic() < deadline:
             self._read(0.2)
-        status = self.proc.wait(timeout=max(deadline - time.monotonic(), 1))
-        os.close(self.primary)
-        return status
+        return self.proc.wait(timeout=max(deadline - time.monotonic(), 1))

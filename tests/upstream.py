@@ -363,12 +363,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.close_connection = True
 
     def _websocket(self) -> None:
-        self.send_response(101)
-        self.send_header("Upgrade", "websocket")
-        self.send_header("Connection", "Upgrade")
-        self.send_header("Sec-WebSocket-Accept", wsframes.accept_key(self.headers["Sec-WebSocket-Key"]))
-        self.end_headers()
-        self.wfile.flush()
+        wsframes.accept(self)
         prefix = (self.headers.get("Authorization", "") + " ").encode() if "tell-auth" in self.path else b""
         while frame := wsframes.read_frame(self.rfile):
             opcode, data = frame
@@ -388,6 +383,14 @@ class _QuietErrors:
         if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError, ssl.SSLError)):
             return
         super().handle_error(request, client_address)  # type: ignore[misc]
+
+
+def server_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """TLS for a test server: its certificate, HTTP/1.1 only."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    context.set_alpn_protocols(["http/1.1"])
+    return context
 
 
 class TlsServer(_QuietErrors, http.server.ThreadingHTTPServer):
@@ -421,9 +424,7 @@ def start_upstream(directory: Path) -> Upstream:
 
     plain = _PlainServer(("127.0.0.1", 0), handler)
     tls = TlsServer(("127.0.0.1", 0), handler)
-    tls.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    tls.context.load_cert_chain(cert, key)
-    tls.context.set_alpn_protocols(["http/1.1"])
+    tls.context = server_context(cert, key)
     upstream.http_port = plain.server_address[1]
     upstream.https_port = tls.server_address[1]
     for server in (plain, tls):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.server
 import struct
 from typing import BinaryIO
 
@@ -14,6 +15,16 @@ TEXT, BINARY, CLOSE, PING, PONG = 0x1, 0x2, 0x8, 0x9, 0xA
 def accept_key(key: str) -> str:
     """The Sec-WebSocket-Accept answering a client's Sec-WebSocket-Key."""
     return base64.b64encode(hashlib.sha1((key + GUID).encode()).digest()).decode()
+
+
+def accept(handler: http.server.BaseHTTPRequestHandler) -> None:
+    """Answer a WebSocket upgrade request with 101; frames follow on the connection."""
+    handler.send_response(101)
+    handler.send_header("Upgrade", "websocket")
+    handler.send_header("Connection", "Upgrade")
+    handler.send_header("Sec-WebSocket-Accept", accept_key(handler.headers["Sec-WebSocket-Key"]))
+    handler.end_headers()
+    handler.wfile.flush()
 
 
 def read_frame(stream: BinaryIO) -> tuple[int, bytes] | None:

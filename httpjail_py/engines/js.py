@@ -214,9 +214,10 @@ class JsEngine:
             budget = f"{self._time_limit * 1000:.0f} ms CPU budget"
             if "interrupted" in text:
                 text = f"rule ran past its {budget}"
-            elif text in ("", "null"):
-                # Seen under load with a memory bomb: the error object itself could not be made.
-                text = f"rule ran out of memory or past its {budget} (quickjs gave no error)"
+            elif text in ("", "null", "undefined"):
+                # `throw null`, or (seen under load with a memory bomb) quickjs out of
+                # memory with no room left for an error object.
+                text = "the rule failed without a message (quickjs gives none when out of memory)"
             return Decision.error(f"rule error: {text}")
         except Exception as e:  # a quickjs internal failure must still deny
             return Decision.error(f"rule error: {type(e).__name__}: {e}")

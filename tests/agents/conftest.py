@@ -3,14 +3,13 @@ and the image their Docker jails run."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.agents.fakeapi import FakeApi, Script, start_fake_api
-from tests.agents.install import CLAUDE_CODE, install
+from tests.agents.install import CLAUDE_CODE, installed
 from tests.agents.profiles import AGENTS
 from tests.jail.docker.image import build_test_image
 from tests.jail.linux.conftest import strong_capability
@@ -23,11 +22,11 @@ AGENT_IMAGE_EXTRAS = ("/usr/bin/node", "/usr/bin/bash", "/usr/bin/printenv")
 
 @pytest.fixture(scope="session", autouse=True)
 def agents_installed() -> None:
-    """Both agents, installed once per machine (install.py); without npm, the tests skip."""
-    if shutil.which("npm") is None:
-        pytest.skip("needs npm (Debian package npm) to install the agents")
-    for agent in AGENTS:
-        install(agent.package)
+    """Both agents, installed by scripts/test before pytest (tests never reach a registry)."""
+    missing = [a.package.name for a in AGENTS if installed(a.package) is None]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed: scripts/test installs them "
+                    "(python -m tests.agents.install, which needs npm)")
 
 
 @pytest.fixture(scope="session")
@@ -45,5 +44,7 @@ def fake_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeApi]:
 
 @pytest.fixture(scope="session")
 def agent_image(docker_client: Any) -> str:
-    claude = install(CLAUDE_CODE) / "node_modules" / "@anthropic-ai" / "claude-code" / "bin" / "claude.exe"
+    tree = installed(CLAUDE_CODE)
+    assert tree is not None  # agents_installed skipped otherwise
+    claude = tree / "node_modules" / "@anthropic-ai" / "claude-code" / "bin" / "claude.exe"
     return build_test_image(docker_client, extra=AGENT_IMAGE_EXTRAS, libraries_for=(str(claude),))

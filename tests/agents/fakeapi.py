@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import ssl
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from typing import Any
 
 from tests import wsframes
 from tests.nethost import TestHost
-from tests.upstream import TlsServer, make_test_pki
+from tests.upstream import TlsServer, make_test_pki, server_context
 
 OPENAI_HOSTS = ("api.openai.com", "chatgpt.com", "auth.openai.com", "ab.chatgpt.com")
 ANTHROPIC_HOSTS = ("api.anthropic.com", "console.anthropic.com", "platform.claude.com")
@@ -310,12 +309,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         """Responses over a WebSocket: each `response.create` message gets its events back
         as text messages. A message naming `previous_response_id` carries only what is new,
         so the connection keeps the tool outputs it has seen."""
-        self.send_response(101)
-        self.send_header("Upgrade", "websocket")
-        self.send_header("Connection", "Upgrade")
-        self.send_header("Sec-WebSocket-Accept", wsframes.accept_key(self.headers["Sec-WebSocket-Key"]))
-        self.end_headers()
-        self.wfile.flush()
+        wsframes.accept(self)
         outputs: list[str] = []
         while frame := wsframes.read_frame(self.rfile):
             opcode, data = frame
@@ -346,9 +340,7 @@ def start_fake_api(host: TestHost, directory: Path, script: Script) -> FakeApi:
     server = TlsServer((host.address, 443), handler, bind_and_activate=False)
     server.socket.close()
     server.socket = host.listen(443)
-    server.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server.context.load_cert_chain(cert, key)
-    server.context.set_alpn_protocols(["http/1.1"])
+    server.context = server_context(cert, key)
     threading.Thread(target=server.serve_forever, daemon=True, name="fake-api").start()
     api._server = server
     return api

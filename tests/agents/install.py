@@ -1,10 +1,11 @@
 """The real agents, installed from the npm registry into a cache the tests own.
 
-Each pinned package goes to `<cache>/<name>-<version>/` (an `npm install --prefix` tree),
-made once per machine and reused by later runs: `HTTPJAIL_TEST_CACHE`, else
+`python -m tests.agents.install` (run by scripts/test before pytest: installing is set-up,
+and no test reaches the registry) puts each pinned package in `<cache>/<name>-<version>/`
+(an `npm install --prefix` tree), once per machine: `HTTPJAIL_TEST_CACHE`, else
 /var/cache/httpjail-py-tests as root, else ~/.cache/httpjail-py-tests. An install is made
-in a temporary directory and renamed into place, under a lock, so concurrent test workers
-and a killed run never see half a tree.
+in a temporary directory and renamed into place, under a lock, so that a concurrent or a
+killed run never sees half a tree. The tests and scripts/demo use `installed()`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import fcntl
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,18 +47,27 @@ class InstallError(RuntimeError):
     pass
 
 
+def _tree(package: Package) -> Path:
+    return cache_root() / "agents" / package.directory_name
+
+
+def installed(package: Package) -> Path | None:
+    """The installed tree (`<tree>/node_modules/.bin/<command>` is the agent), or None."""
+    tree = _tree(package)
+    return tree if (tree / "node_modules" / ".bin" / package.command).exists() else None
+
+
 def install(package: Package) -> Path:
-    """The installed tree (`<tree>/node_modules/.bin/<command>` is the agent)."""
-    root = cache_root() / "agents"
-    root.mkdir(parents=True, exist_ok=True)
-    tree = root / package.directory_name
-    with open(root / ".lock", "w") as lock:
+    """The installed tree, installing the package first if it is not there."""
+    tree = _tree(package)
+    tree.parent.mkdir(parents=True, exist_ok=True)
+    with open(tree.parent / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if (tree / "node_modules" / ".bin" / package.command).exists():
+        if installed(package):
             return tree
         if shutil.which("npm") is None:
             raise InstallError("npm is not installed (Debian package npm)")
-        staging = Path(tempfile.mkdtemp(dir=root, prefix=".staging-"))
+        staging = Path(tempfile.mkdtemp(dir=tree.parent, prefix=".staging-"))
         try:
             # Install scripts run, as for a user: Claude Code's links its native binary.
             result = subprocess.run(
@@ -70,3 +81,16 @@ def install(package: Package) -> Path:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return tree
+
+
+PACKAGES = (CODEX, CLAUDE_CODE)
+
+if __name__ == "__main__":
+    for package in PACKAGES:
+        if installed(package) is None:
+            print(f"httpjail-setup: installing {package.name}@{package.version} for the agent tests",
+                  file=sys.stderr, flush=True)
+        try:
+            print(install(package))
+        except InstallError as e:
+            sys.exit(f"httpjail-setup: {e}")

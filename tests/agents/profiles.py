@@ -26,6 +26,7 @@ class Agent:
     key_header: str  # where the API expects the key
     denied: frozenset[str]
     tui_denied: frozenset[str]  # what the TUI tries besides
+    reasons: tuple[tuple[str, str], ...] = ()  # (refused request, its audit reason) to check
     env: tuple[tuple[str, str], ...] = ()
 
     def key_sent(self, request: Received) -> str | None:
@@ -44,8 +45,18 @@ CODEX_AGENT = Agent(
     # Codex's own sandbox would refuse curl any network: the jail does that job here.
     args=("exec", "-m", "gpt-5.5", "--skip-git-repo-check", "--dangerously-bypass-approvals-and-sandbox"),
     key_header="authorization",
-    denied=frozenset({"chatgpt.com", "ab.chatgpt.com", "github.com", "api.github.com"}),
-    tui_denied=frozenset({"raw.githubusercontent.com"}),
+    denied=frozenset({
+        "GET https://chatgpt.com/backend-api/codex/models",  # with the key's placeholder
+        "GET https://github.com/openai/plugins.git/info/refs",
+        "GET https://api.github.com/repos/openai/plugins",
+        "GET https://chatgpt.com/backend-api/plugins/export/curated",
+        "POST https://ab.chatgpt.com/otlp/v1/metrics",
+    }),
+    tui_denied=frozenset({
+        "GET https://raw.githubusercontent.com/openai/codex/main/announcement_tip.toml",
+        "GET https://api.github.com/repos/openai/codex/releases/latest",
+    }),
+    reasons=(("GET https://chatgpt.com/backend-api/codex/models", "secret-to-wrong-host"),),
 )
 
 CLAUDE_AGENT = Agent(
@@ -56,8 +67,20 @@ CLAUDE_AGENT = Agent(
     api_host="api.anthropic.com",
     args=("--allowedTools", "Bash", "-p"),
     key_header="x-api-key",
-    denied=frozenset({"api.anthropic.com"}),
-    tui_denied=frozenset({"raw.githubusercontent.com", "downloads.claude.ai", "github.com"}),
+    denied=frozenset({
+        "POST https://api.anthropic.com/api/eval/",
+        "GET https://api.anthropic.com/api/claude_code_penguin_mode",
+        "GET https://api.anthropic.com/api/directory/server-urls",
+        "GET https://api.anthropic.com/api/claude_code/organizations/metrics_enabled",
+        "POST https://api.anthropic.com/api/event_logging/v2/batch",
+    }),
+    tui_denied=frozenset({
+        "GET https://downloads.claude.ai/model-catalog/v1/",
+        "GET https://downloads.claude.ai/claude-code-releases/plugins/claude-plugins-official/latest",
+        "GET https://raw.githubusercontent.com/anthropics/claude-code/refs/heads/main/CHANGELOG.md",
+        "GET https://github.com/anthropics/claude-plugins-official.git/info/refs",
+        "TCP github.com:22",  # the same marketplace over SSH: not HTTP, closed
+    }),
 )
 
 AGENTS = (CODEX_AGENT, CLAUDE_AGENT)

@@ -19,7 +19,7 @@ from subprocess import CompletedProcess
 from typing import TYPE_CHECKING, Any
 
 from tests.agents.fakeapi import ALLOWED_BODY, NAMES, FakeApi, Received, Script
-from tests.agents.install import install
+from tests.agents.install import installed
 from tests.agents.profiles import Agent
 
 if TYPE_CHECKING:  # not imported: scripts/demo runs this without pytest
@@ -43,17 +43,22 @@ def script_for(agent: Agent) -> Script:
 
 def rule_for(agent: Agent, directory: Path) -> Path:
     """The agent's rule file as shipped, run unchanged through `eval`, with two additions of
-    the test's: GET https://ok.test/allowed (the task's own host), and a guard that refuses
-    any host the test has not mapped to its fake, so that no allowed request can ever be
-    sent to a real address, whatever a future version of the rule file allows."""
+    the test's: GET https://ok.test/allowed (the task's own host), and a guard: a request
+    to anything but port 443 of a host mapped to the fake, over https, is refused whatever
+    the rule said, so that no allowed request can ever reach a real address (or make the
+    proxy look a name up), whatever a future version of the rule file allows."""
     shipped = (ROOT / agent.rule_file).read_text()
     text = (
         f"const SHIPPED = {json.dumps(shipped)};\n"
         f"const MAPPED = {json.dumps(list(NAMES))};\n"
-        "const verdict = (r.host === 'ok.test' && r.method === 'GET' && r.path === '/allowed')"
-        " || eval(SHIPPED);\n"
-        "(verdict === true && !MAPPED.includes(r.host))"
-        " ? { deny_message: 'test guard: ' + r.host + ' is not mapped to the fake' } : verdict\n"
+        "const ours = r.host === 'ok.test' && r.scheme === 'https' && r.port === 443"
+        " && r.method === 'GET' && r.path === '/allowed';\n"
+        "const verdict = ours || eval(SHIPPED);\n"
+        "const mapped = MAPPED.includes(r.host) && r.scheme === 'https' && r.port === 443;\n"
+        "const refusal = verdict === false || (typeof verdict === 'object' && verdict !== null"
+        " && 'deny_message' in verdict && !('allow' in verdict));\n"
+        "(mapped || refusal) ? verdict"
+        " : { deny_message: 'test guard: ' + r.url + ' is not mapped to the fake' }\n"
     )
     path = directory / f"{agent.name}-test-rule.js"
     path.write_text(text)
@@ -87,6 +92,21 @@ def read_logs(request_log: Path, audit_log: Path) -> tuple[list[LogLine], list[d
         requests.append((match[1], match[2], match[3], match[4]))
     audit = [json.loads(line) for line in audit_log.read_text().splitlines()]
     return requests, audit
+
+
+UPLOAD = "POST https://evil.test/upload"
+
+
+def unexpected_refusals(requests: list[LogLine], expected: frozenset[str]) -> list[str]:
+    """The refused requests of the log that are not `expected` (`METHOD URL` prefixes)."""
+    refused = [f"{method} {url.split('?')[0]}" for sign, method, url, _ in requests if sign == "-"]
+    return [r for r in refused if not any(r == e or (e.endswith("/") and r.startswith(e)) for e in expected)]
+
+
+def check_reasons(agent: Agent, audit: list[dict[str, Any]]) -> None:
+    for request, reason in agent.reasons:
+        found = {a["reason"] for a in audit if f"{a['method']} {a['url'].split('?')[0]}" == request}
+        assert found == {reason}, (request, found)
 
 
 def assert_scenario(run: AgentRun, api: FakeApi) -> None:
@@ -128,8 +148,8 @@ def assert_scenario(run: AgentRun, api: FakeApi) -> None:
     for request in run.received:
         if request.transport == "http":
             assert f"https://{request.host}{request.path}" in allowed_urls, request
-    denied_hosts = {host for sign, _, _, host in run.requests if sign == "-"}
-    assert denied_hosts <= agent.denied | {"evil.test"}, denied_hosts
+    assert unexpected_refusals(run.requests, agent.denied | {UPLOAD}) == []
+    check_reasons(agent, run.audit)
     # The audit log: one record per logged request, all from this one jail.
     assert len(run.audit) == len(run.requests)
     assert len({record["jail"] for record in run.audit}) == 1
@@ -155,14 +175,16 @@ class Setup:
     def agent_command(self, agent: Agent) -> Path:
         return self.tree / "node_modules" / ".bin" / agent.package.command
 
-    def jail_id(self) -> str:
+    def netns(self) -> str:
         """The jail's netns name, from the audit log."""
         [netns] = {json.loads(line)["jail"] for line in self.audit_log.read_text().splitlines()}
         return str(netns)
 
 
 def prepare(agent: Agent, api: FakeApi, directory: Path) -> Setup:
-    tree = install(agent.package)
+    tree = installed(agent.package)
+    if tree is None:
+        raise RuntimeError(f"{agent.package.name} is not installed: run python -m tests.agents.install")
     api.reset(script_for(agent))
     work, home = directory / "work", directory / "home"
     work.mkdir()

@@ -1,21 +1,32 @@
 """The agents' interactive TUIs in the strong jail, under a pty of their own: each draws,
-takes a typed task, runs the fake model's commands, and exits cleanly on Ctrl-C, leaving
-nothing behind (Codex's TUI starts a daemon, which must end with the jail)."""
+takes a typed task, runs the fake model's commands, and exits cleanly on its quit
+command, leaving nothing behind (Codex's TUI starts a daemon, which must end with the
+jail)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.agents.fakeapi import ALLOWED_BODY, FakeApi
-from tests.agents.install import install
+from tests.agents.install import installed
 from tests.agents.profiles import CLAUDE_AGENT, CODEX_AGENT, Agent
-from tests.agents.scenario import PLACEHOLDER, Setup, prepare, read_logs
+from tests.agents.scenario import (
+    PLACEHOLDER,
+    UPLOAD,
+    Setup,
+    check_reasons,
+    prepare,
+    read_logs,
+    unexpected_refusals,
+)
 from tests.conftest import Jail, base_env
 from tests.jail.linux.conftest import leftovers, strong_capability
+from tests.nethost import run_checked
 from tests.terminal import Screen
 
 pytestmark = [
@@ -54,6 +65,12 @@ def codex_composer(screen: Screen) -> None:
         raise AssertionError(f"Codex's offer of another model came back:\n{screen.text()}")
 
 
+def agent_command(agent: Agent) -> Path:
+    tree = installed(agent.package)
+    assert tree is not None  # agents_installed skipped otherwise
+    return tree / "node_modules" / ".bin" / agent.package.command
+
+
 def start_tui(jail: Jail, agent: Agent, api: FakeApi, directory: Path, shell: str) -> tuple[Setup, Screen]:
     """httpjail running `sh -c shell` in the strong jail, on a pty of its own."""
     setup = prepare(agent, api, directory)
@@ -61,43 +78,60 @@ def start_tui(jail: Jail, agent: Agent, api: FakeApi, directory: Path, shell: st
     return setup, Screen(argv, {**base_env(jail.config_home), **setup.env}, cwd=str(setup.work))
 
 
-def check_tui_run(agent: Agent, setup: Setup, shown: str, status: int, api: FakeApi) -> None:
+@dataclass
+class TuiRun:
+    shown: str  # the screen once it showed the report, its whitespace collapsed
+    status: int
+    running: list[int]  # what ran in the jail before the TUI was told to quit
+
+
+def check_tui_run(agent: Agent, setup: Setup, run: TuiRun, api: FakeApi) -> None:
     """What the screen showed of the scenario, the exit status, and what is left."""
-    assert ALLOWED_BODY in shown, shown
-    assert f"{agent.rule_file}: evil.test is not needed by" in shown, shown
-    assert PLACEHOLDER.search(shown) and setup.key not in shown, shown
-    assert status == 0
-    assert leftovers(setup.jail_id()) == []
-    requests, _ = read_logs(setup.request_log, setup.audit_log)
-    denied_hosts = {host for sign, _, _, host in requests if sign == "-"}
-    assert denied_hosts <= agent.denied | agent.tui_denied | {"evil.test"}, denied_hosts
+    assert ALLOWED_BODY in run.shown, run.shown
+    assert f"{agent.rule_file}: evil.test is not needed by" in run.shown, run.shown
+    assert PLACEHOLDER.search(run.shown) and setup.key not in run.shown, run.shown
+    assert run.status == 0
+    assert leftovers(setup.netns()) == []
+    assert run.running and not [pid for pid in run.running if alive(pid)], "a process outlived the jail"
+    requests, audit = read_logs(setup.request_log, setup.audit_log)
+    assert unexpected_refusals(requests, agent.denied | agent.tui_denied | {UPLOAD}) == []
+    check_reasons(agent, audit)
     assert any(r.host == agent.api_host and agent.key_sent(r) == setup.key for r in api.received)
 
 
-def converse(screen: Screen, until_ready: Callable[[Screen], None], quit: str) -> tuple[str, int]:
-    """Type the task once the TUI is ready; the screen once it shows the report; the
-    exit status after `quit` (typed: a Ctrl-C that came as the TUI leaves would go to
-    httpjail, which would then stop with 130 instead of the command's 0)."""
+def alive(pid: int) -> bool:
+    """Running (a zombie waits for its parent to reap it: it has ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def converse(screen: Screen, setup: Setup, until_ready: Callable[[Screen], None], quit: str) -> TuiRun:
+    """Type the task once the TUI is ready; read the screen once it shows the report; note
+    what runs in the jail (a daemon of the TUI's too); type `quit` and wait for the end.
+    (`quit`, not Ctrl-C: one that came as the TUI leaves would go to httpjail, which would
+    then stop with 130 instead of the command's 0.)"""
     try:
         until_ready(screen)
         type_line(screen, "Check the network")
         screen.wait_for("step 3:", timeout=90)
-        shown = " ".join(screen.text().split())
+        shown = screen.flat()
+        running = [int(pid) for pid in run_checked("ip", "netns", "pids", setup.netns()).split()]
         type_line(screen, quit)
-        return shown, screen.finish()
+        return TuiRun(shown, screen.finish(), running)
     finally:
         screen.stop()
 
 
 def test_codex_tui(jail: Jail, fake_api: FakeApi, tmp_path: Path) -> None:
     agent = CODEX_AGENT
-    codex = install(agent.package) / "node_modules" / ".bin" / "codex"
+    codex = agent_command(agent)
     # The TUI wants a login: it stores the key it is given, which in the jail is the placeholder.
     login = f'printenv {agent.key_var} | "{codex}" login --with-api-key >/dev/null'
     tui = f'exec "{codex}" -m gpt-5.5 --dangerously-bypass-approvals-and-sandbox'
     setup, screen = start_tui(jail, agent, fake_api, tmp_path, f"{login} && {tui}")
-    shown, status = converse(screen, codex_composer, "/quit")
-    check_tui_run(agent, setup, shown, status, fake_api)
+    check_tui_run(agent, setup, converse(screen, setup, codex_composer, "/quit"), fake_api)
 
 
 def claude_prompt(screen: Screen) -> None:
@@ -116,8 +150,7 @@ printf '{"hasCompletedOnboarding":true,"hasSeenAutoDefaultNudge":true,'\
 
 def test_claude_code_tui(jail: Jail, fake_api: FakeApi, tmp_path: Path) -> None:
     agent = CLAUDE_AGENT
-    claude = install(agent.package) / "node_modules" / ".bin" / "claude"
+    claude = agent_command(agent)
     tui = f'exec "{claude}" --permission-mode default --allowedTools Bash'
     setup, screen = start_tui(jail, agent, fake_api, tmp_path, f"{CLAUDE_SEED}\n{tui}")
-    shown, status = converse(screen, claude_prompt, "/exit")
-    check_tui_run(agent, setup, shown, status, fake_api)
+    check_tui_run(agent, setup, converse(screen, setup, claude_prompt, "/exit"), fake_api)

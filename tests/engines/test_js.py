@@ -216,6 +216,13 @@ def test_memory_bomb_denies_and_the_engine_lives_on(bomb: str) -> None:
     assert after.allowed
 
 
+
+@pytest.mark.parametrize("thrown", ["null", "''"])
+def test_an_error_without_a_message_still_says_something(thrown: str) -> None:
+    [decision] = decide(JsEngine(f"throw {thrown}"), request("ok.test"))
+    assert_rule_error(decision, "the rule failed without a message")
+
+
 def test_a_normal_rule_is_cheap() -> None:
     # why: rules run on the proxy's event loop for every request (DESIGN: ~7 µs each).
     engine = JsEngine("r.host === 'a.test' || r.host.endsWith('.b.test')")

@@ -40,7 +40,6 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
@@ -133,24 +132,42 @@ def remove_netns(name: str) -> None:
         subprocess.run(["ip", "netns", "delete", name], check=True, capture_output=True, timeout=30)
 
 
-def stop_processes_in(name: str, grace: float = 1.0) -> list[int]:
-    """Stop every process still in the netns `name` (SIGTERM, then SIGKILL after `grace`
-    seconds); the pids found. A command's daemon leaves its process group (Codex's TUI
-    starts one) but cannot leave the namespace: this is how it ends with the jail."""
-    found: list[int] = []
+def stop_processes_in(name: str, grace: float = 1.0) -> None:
+    """Stop every process still in the netns `name`: SIGTERM once, SIGKILL to what is
+    left after `grace` seconds. A command's daemon leaves its process group (Codex's TUI
+    starts one) but cannot leave the namespace: this is how it ends with the jail.
+
+    Each signal goes through a pidfd, to a process checked to be in the namespace: a pid
+    that was listed, then freed and reused by another process, is never signalled.
+    Raises OSError when processes outlive SIGKILL by 5 s (stuck in the kernel)."""
+    termed: set[int] = set()
     deadline = time.monotonic() + grace
-    sig = signal.SIGTERM
     while pids := _pids_in(name):
-        found += [pid for pid in pids if pid not in found]
-        if time.monotonic() > deadline + 5:  # not even SIGKILL (a process stuck in the kernel)
+        now = time.monotonic()
+        if now > deadline + 5:
             raise OSError(f"processes {pids} in {name} did not stop")
-        if time.monotonic() > deadline:
-            sig = signal.SIGKILL
         for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
+            if now > deadline:
+                _signal_if_in(name, pid, signal.SIGKILL)
+            elif pid not in termed:
+                termed.add(pid)
+                _signal_if_in(name, pid, signal.SIGTERM)
         time.sleep(0.05)
-    return found
+
+
+def _signal_if_in(name: str, pid: int, sig: int) -> None:
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        ours, theirs = os.stat(f"/run/netns/{name}"), os.stat(f"/proc/{pid}/ns/net")
+        if (ours.st_dev, ours.st_ino) == (theirs.st_dev, theirs.st_ino):
+            signal.pidfd_send_signal(pidfd, sig)
+    except (FileNotFoundError, ProcessLookupError):
+        pass  # it is gone (or the namespace is)
+    finally:
+        os.close(pidfd)
 
 
 def _pids_in(name: str) -> list[int]:
