@@ -94,6 +94,18 @@ class Screen:
                 break
         raise TimeoutError(f"none of {texts} appeared; the screen:\n{self.text()}")
 
+    def settle(self, quiet: float = 1.0, timeout: float = 15) -> None:
+        """Read until the program has written nothing for `quiet` seconds (a TUI redraws
+        in pieces: a screen read mid-redraw is half old, half new)."""
+        deadline = time.monotonic() + timeout
+        last = time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - last < quiet:
+            before = len(self.transcript)
+            if not self._read(0.1):
+                return
+            if len(self.transcript) != before:
+                last = time.monotonic()
+
     def shows(self, text: str, within: float) -> bool:
         """Whether `text` is on the screen, or comes within `within` seconds."""
         try:

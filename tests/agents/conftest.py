@@ -16,8 +16,9 @@ from tests.jail.linux.conftest import strong_capability
 from tests.nethost import TestHost
 
 # The agents are mounted from the install cache; the image holds what they run on: node
-# for Codex's launcher, bash for both agents' shell tools, and Claude Code's libraries.
-AGENT_IMAGE_EXTRAS = ("/usr/bin/node", "/usr/bin/bash", "/usr/bin/printenv")
+# for Codex's launcher, bash for both agents' shell tools, ps for Codex's TUI (its daemon
+# looks itself up), and Claude Code's libraries.
+AGENT_IMAGE_EXTRAS = ("/usr/bin/node", "/usr/bin/bash", "/usr/bin/printenv", "/usr/bin/ps")
 
 
 @pytest.fixture(scope="session", autouse=True)

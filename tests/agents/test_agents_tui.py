@@ -51,14 +51,17 @@ def type_line(screen: Screen, text: str) -> None:
 
 def codex_composer(screen: Screen) -> None:
     """Wait for Codex's main screen, declining the offer of a newer model than -m names.
-    (While it starts, a splash screen already shows an empty prompt box.) Keys sent as
-    the offer is drawn can be lost, so each is sent until the screen shows it took."""
+    (While it starts, a splash screen already shows an empty prompt box.) A key sent as
+    the offer is drawn can be lost, and keys sent too early make Codex give up ("timed
+    out discarding buffered terminal input"): each is sent once the screen is quiet, and
+    again only if the screen did not show it took."""
     offer, keep, ready = "Use existing model", "› 2. Use existing model", "To get started"
     if screen.wait_for(offer, ready, timeout=90) == offer:
         for key, effect in ((DOWN, keep), (ENTER, ready)):
-            for _ in range(20):
+            for _ in range(3):
+                screen.settle(quiet=1.0)
                 screen.send(key)
-                if screen.shows(effect, within=1):
+                if screen.shows(effect, within=3):
                     break
     screen.wait_for(ready)
     if screen.shows(offer, within=1):
@@ -71,11 +74,18 @@ def agent_command(agent: Agent) -> Path:
     return tree / "node_modules" / ".bin" / agent.package.command
 
 
-def start_tui(jail: Jail, agent: Agent, api: FakeApi, directory: Path, shell: str) -> tuple[Setup, Screen]:
-    """httpjail running `sh -c shell` in the strong jail, on a pty of its own."""
+def start_tui(jail: Jail, agent: Agent, api: FakeApi, directory: Path, shell: str,
+              image: str | None = None) -> tuple[Setup, Screen]:
+    """httpjail running `sh -c shell` on a pty of its own: in the strong jail, or in a
+    Docker jail when `image` is given (the agent mounted at /opt/agent, the work at /work)."""
     setup = prepare(agent, api, directory)
-    argv = jail.command([*jail.upstream_args(), *setup.args], ["sh", "-c", shell])
-    return setup, Screen(argv, {**base_env(jail.config_home), **setup.env}, cwd=str(setup.work))
+    args, child = [*jail.upstream_args(), *setup.args], ["sh", "-c", shell]
+    if image is not None:
+        args.append("--docker-run")
+        child = ["-it", "-v", f"{setup.tree}:/opt/agent:ro", "-v", f"{setup.work}:/work", "-w", "/work",
+                 image, *child]
+    return setup, Screen(jail.command(args, child), {**base_env(jail.config_home), **setup.env},
+                         cwd=str(setup.work))
 
 
 @dataclass
@@ -116,6 +126,7 @@ def converse(screen: Screen, setup: Setup, until_ready: Callable[[Screen], None]
         until_ready(screen)
         type_line(screen, "Check the network")
         screen.wait_for("step 3:", timeout=90)
+        screen.settle()
         shown = screen.flat()
         running = [int(pid) for pid in run_checked("ip", "netns", "pids", setup.netns()).split()]
         type_line(screen, quit)
@@ -124,13 +135,24 @@ def converse(screen: Screen, setup: Setup, until_ready: Callable[[Screen], None]
         screen.stop()
 
 
+def codex_tui(codex: str, key_var: str) -> str:
+    # The TUI wants a login: it stores the key it is given, which in the jail is the placeholder.
+    login = f'printenv {key_var} | "{codex}" login --with-api-key >/dev/null'
+    return f'{login} && exec "{codex}" -m gpt-5.5 --dangerously-bypass-approvals-and-sandbox'
+
+
 def test_codex_tui(jail: Jail, fake_api: FakeApi, tmp_path: Path) -> None:
     agent = CODEX_AGENT
-    codex = agent_command(agent)
-    # The TUI wants a login: it stores the key it is given, which in the jail is the placeholder.
-    login = f'printenv {agent.key_var} | "{codex}" login --with-api-key >/dev/null'
-    tui = f'exec "{codex}" -m gpt-5.5 --dangerously-bypass-approvals-and-sandbox'
-    setup, screen = start_tui(jail, agent, fake_api, tmp_path, f"{login} && {tui}")
+    shell = codex_tui(str(agent_command(agent)), agent.key_var)
+    setup, screen = start_tui(jail, agent, fake_api, tmp_path, shell)
+    check_tui_run(agent, setup, converse(screen, setup, codex_composer, "/quit"), fake_api)
+
+
+@pytest.mark.docker
+def test_codex_tui_in_a_docker_jail(jail: Jail, fake_api: FakeApi, agent_image: str, tmp_path: Path) -> None:
+    agent = CODEX_AGENT
+    shell = codex_tui("/opt/agent/node_modules/.bin/codex", agent.key_var)
+    setup, screen = start_tui(jail, agent, fake_api, tmp_path, shell, image=agent_image)
     check_tui_run(agent, setup, converse(screen, setup, codex_composer, "/quit"), fake_api)
 
 
