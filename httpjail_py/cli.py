@@ -12,7 +12,7 @@ import logging
 import os
 import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -305,18 +305,17 @@ def cleanup() -> int:
         raise ConfigError("--cleanup removes network namespaces and nftables tables: run it as root (sudo)")
     from httpjail_py.jail.linux.liveness import sweep
 
-    containers: Callable[[], list[str]] | None = None
+    removed: list[str] | None = None
     if shutil.which("docker") is not None:
         from httpjail_py.errors import JailSetupError
-        from httpjail_py.jail.docker.jail import connect, sweep_containers
+        from httpjail_py.jail.docker.jail import connect, sweep_with_containers
 
         try:
-            client = connect()
-            # Containers first: what runs in a dead jail's namespace goes with them.
-            containers = lambda: sweep_containers(client)  # noqa: E731
+            removed = sweep_with_containers(connect())
         except JailSetupError as e:
             print(f"httpjail: no Docker containers swept: {e}", file=sys.stderr)
-    removed = sweep(containers)
+    if removed is None:
+        removed = sweep()
     for resource in removed:
         print(f"httpjail: removed {resource}", file=sys.stderr)
     print(f"httpjail: cleanup done, {len(removed)} leftover resources removed", file=sys.stderr)

@@ -39,7 +39,7 @@ from httpjail_py.jail.linux.nft import JailNetSpec
 from httpjail_py.jail.linux.strong import StrongJail
 from httpjail_py.jail.weak import own_loopback_env, proxy_env
 
-__all__ = ["DockerJail", "connect", "sweep_containers"]
+__all__ = ["DockerJail", "connect", "sweep_containers", "sweep_with_containers"]
 
 log = logging.getLogger("httpjail")
 
@@ -82,6 +82,12 @@ def sweep_containers(client: Any) -> list[str]:
     return removed
 
 
+def sweep_with_containers(client: Any) -> list[str]:
+    """The sweep of dead jails (liveness.sweep), their containers first: what runs in a
+    dead jail's namespace goes with them."""
+    return sweep(lambda: sweep_containers(client))
+
+
 class DockerJail(StrongJail):
     name = "docker"
 
@@ -98,8 +104,7 @@ class DockerJail(StrongJail):
 
     def _sweep(self) -> list[str]:
         self._client = connect()
-        # Containers first: what runs in a dead jail's namespace goes with them.
-        return sweep(lambda: sweep_containers(self._client))
+        return sweep_with_containers(self._client)
 
     # The container's processes go with it; the holder's init would ignore a SIGTERM.
     stop_leftovers = False
