@@ -12,7 +12,6 @@ fake (tests/agents/scenario.py, `rule_for`).
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import subprocess
@@ -27,16 +26,15 @@ from scripts.demo import heading  # noqa: E402
 from tests.agents.fakeapi import start_fake_api  # noqa: E402
 from tests.agents.install import install  # noqa: E402
 from tests.agents.profiles import CLAUDE_AGENT, CODEX_AGENT  # noqa: E402
-from tests.agents.scenario import PROMPT, prepare, script_for  # noqa: E402
+from tests.agents.scenario import PROMPT, Setup, agent_command, prepare, read_logs, request_key, script_for  # noqa: E402
 from tests.nethost import TestHost  # noqa: E402
 
 AGENTS = {"codex": CODEX_AGENT, "claude": CLAUDE_AGENT}
 
 
-def refusals(audit_log: Path) -> list[str]:
-    records = [json.loads(line) for line in audit_log.read_text().splitlines()]
-    return [f"{r['method']} {r['url'].split('?')[0]}: {r['message']}" for r in records
-            if r["decision"] == "deny"]
+def refusals(setup: Setup) -> list[str]:
+    _, audit = read_logs(setup.request_log, setup.audit_log)
+    return [f"{request_key(r['method'], r['url'])}: {r['message']}" for r in audit if r["decision"] == "deny"]
 
 
 def main(argv: list[str]) -> int:
@@ -59,7 +57,7 @@ def main(argv: list[str]) -> int:
         try:
             api = start_fake_api(host, tmpdir, script_for(agent))
             setup = prepare(agent, api, tmpdir)
-            command = [str(setup.agent_command(agent)), *agent.args, PROMPT]
+            command = [str(agent_command(agent)), *agent.args, PROMPT]
             cmd = [sys.executable, "-m", "httpjail_py", *setup.args, "--", *command]
             env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
             env.update(setup.env, XDG_CONFIG_HOME=str(tmpdir / "config"))
@@ -75,7 +73,7 @@ def main(argv: list[str]) -> int:
             heading("the request log")
             print(setup.request_log.read_text(), end="")
             heading("why each refusal (from the audit log)")
-            for reason in dict.fromkeys(refusals(setup.audit_log)):
+            for reason in dict.fromkeys(refusals(setup)):
                 print(f"  {reason}")
             heading(f"what the fake {agent.api_host} received as the key")
             sent = {agent.key_sent(r) for r in api.received if r.host == agent.api_host} - {None}

@@ -180,14 +180,14 @@ class Upstream:
             server.server_close()
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
+class TestHandler(http.server.BaseHTTPRequestHandler):
+    """What every test server's handler needs: quiet, HTTP/1.1, whole bodies in and out."""
+
+    __test__ = False  # not a test class, whatever pytest thinks of the name
     protocol_version = "HTTP/1.1"
-    upstream: Upstream  # set on the subclass per server
 
     def log_message(self, format: str, *args: object) -> None:
         pass
-
-    # --- plumbing -------------------------------------------------------------------
 
     def _read_body(self) -> bytes:
         """The whole body. Raises ConnectionError when the peer stops before its end, so
@@ -230,6 +230,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+
+class _Handler(TestHandler):
+    upstream: Upstream  # set on the subclass per server
 
     def _record(self, body_len: int) -> None:
         host = (self.headers.get("Host") or "").rsplit(":", 1)[0]

@@ -28,7 +28,7 @@ from typing import Any
 
 from tests import wsframes
 from tests.nethost import TestHost
-from tests.upstream import TlsServer, make_test_pki, server_context
+from tests.upstream import TestHandler, TlsServer, make_test_pki, server_context
 
 OPENAI_HOSTS = ("api.openai.com", "chatgpt.com", "auth.openai.com", "ab.chatgpt.com")
 ANTHROPIC_HOSTS = ("api.anthropic.com", "console.anthropic.com", "platform.claude.com")
@@ -221,37 +221,14 @@ class FakeApi:
             self._server.server_close()
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(TestHandler):
     api: FakeApi  # set on the subclass per server
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
     def _host(self) -> str:
         return (self.headers.get("Host") or "").rsplit(":", 1)[0].lower()
 
     def _headers(self) -> dict[str, str]:
         return {k.lower(): v for k, v in self.headers.items()}
-
-    def _body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks = []
-            while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-            while self.rfile.readline().strip():
-                pass
-            return b"".join(chunks)
-        return self.rfile.read(length) if length else b""
-
-    def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
     def _not_found(self) -> None:
         self._send(404, json.dumps({"error": {"type": "not_found_error",
@@ -278,7 +255,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if host == "api.openai.com" and path == "/v1/responses":
                 return self._openai_websocket()
             return self._not_found()
-        body = self._body()
+        body = self._read_body()
         self.api.record(Received(host, self.command, self.path, self._headers(), body, "http",
                                  self.client_address[0]))
         route: dict[tuple[str, str, str], Callable[[bytes], None]] = {

@@ -27,7 +27,6 @@ class Agent:
     denied: frozenset[str]
     tui_denied: frozenset[str]  # what the TUI tries besides
     reasons: tuple[tuple[str, str], ...] = ()  # (refused request, its audit reason) to check
-    env: tuple[tuple[str, str], ...] = ()
 
     def key_sent(self, request: Received) -> str | None:
         value = request.headers.get(self.key_header)

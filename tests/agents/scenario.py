@@ -71,6 +71,7 @@ def new_key(agent: Agent) -> str:
     return prefix + secrets.token_hex(24)
 
 
+IN_CONTAINER = "/opt/agent"  # where a Docker jail's container finds the agent's tree
 LogLine = tuple[str, str, str, str]  # (+ or -, method, url, host)
 
 
@@ -97,15 +98,20 @@ def read_logs(request_log: Path, audit_log: Path) -> tuple[list[LogLine], list[d
 UPLOAD = "POST https://evil.test/upload"
 
 
+def request_key(method: str, url: str) -> str:
+    """`METHOD URL` without the query: how the profiles name a request."""
+    return f"{method} {url.split('?')[0]}"
+
+
 def unexpected_refusals(requests: list[LogLine], expected: frozenset[str]) -> list[str]:
     """The refused requests of the log that are not `expected` (`METHOD URL` prefixes)."""
-    refused = [f"{method} {url.split('?')[0]}" for sign, method, url, _ in requests if sign == "-"]
+    refused = [request_key(method, url) for sign, method, url, _ in requests if sign == "-"]
     return [r for r in refused if not any(r == e or (e.endswith("/") and r.startswith(e)) for e in expected)]
 
 
 def check_reasons(agent: Agent, audit: list[dict[str, Any]]) -> None:
     for request, reason in agent.reasons:
-        found = {a["reason"] for a in audit if f"{a['method']} {a['url'].split('?')[0]}" == request}
+        found = {a["reason"] for a in audit if request_key(a["method"], a["url"]) == request}
         assert found == {reason}, (request, found)
 
 
@@ -172,8 +178,9 @@ class Setup:
     request_log: Path
     audit_log: Path
 
-    def agent_command(self, agent: Agent) -> Path:
-        return self.tree / "node_modules" / ".bin" / agent.package.command
+    def docker_options(self) -> list[str]:
+        """For a Docker jail: the agent mounted read-only at IN_CONTAINER, the work at /work."""
+        return ["-v", f"{self.tree}:{IN_CONTAINER}:ro", "-v", f"{self.work}:/work", "-w", "/work"]
 
     def netns(self) -> str:
         """The jail's netns name, from the audit log."""
@@ -181,10 +188,20 @@ class Setup:
         return str(netns)
 
 
-def prepare(agent: Agent, api: FakeApi, directory: Path) -> Setup:
+def agent_tree(agent: Agent) -> Path:
+    """The agent's install tree (its command is `node_modules/.bin/<command>` there)."""
     tree = installed(agent.package)
     if tree is None:
         raise RuntimeError(f"{agent.package.name} is not installed: run python -m tests.agents.install")
+    return tree
+
+
+def agent_command(agent: Agent) -> Path:
+    return agent_tree(agent) / "node_modules" / ".bin" / agent.package.command
+
+
+def prepare(agent: Agent, api: FakeApi, directory: Path) -> Setup:
+    tree = agent_tree(agent)
     api.reset(script_for(agent))
     work, home = directory / "work", directory / "home"
     work.mkdir()
@@ -195,7 +212,7 @@ def prepare(agent: Agent, api: FakeApi, directory: Path) -> Setup:
     args = ["--js-file", str(rule_for(agent, directory)), "--upstream-ca", str(api.ca), *api.resolve_args(),
             "--secret", f"{agent.key_var}@{agent.api_host}",
             "--request-log", str(request_log), "--audit-log", str(audit_log)]
-    env = {"HOME": str(home), agent.key_var: key, **dict(agent.env)}
+    env = {"HOME": str(home), agent.key_var: key}
     return Setup(tree, work, home, key, args, env, request_log, audit_log)
 
 
@@ -204,12 +221,11 @@ def run_agent(jail: Jail, agent: Agent, api: FakeApi, directory: Path, image: st
     setup = prepare(agent, api, directory)
     args, command = list(setup.args), [*agent.args, PROMPT]
     if image is None:
-        child = [str(setup.agent_command(agent)), *command]
+        child = [str(agent_command(agent)), *command]
     else:
         args.append("--docker-run")
-        env_flags = [flag for name, value in agent.env for flag in ("-e", f"{name}={value}")]
-        child = ["-v", f"{setup.tree}:/opt/agent:ro", "-v", f"{setup.work}:/work", "-w", "/work", *env_flags,
-                 image, f"/opt/agent/node_modules/.bin/{agent.package.command}", *command]
+        child = [*setup.docker_options(), image, f"{IN_CONTAINER}/node_modules/.bin/{agent.package.command}",
+                 *command]
     result = jail.run(args, child, weak=False, timeout=240, cwd=setup.work, env=setup.env)
     requests, audit = read_logs(setup.request_log, setup.audit_log)
     return AgentRun(agent, setup.key, result, requests, audit, list(api.received))

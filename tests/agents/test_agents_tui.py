@@ -13,19 +13,20 @@ from pathlib import Path
 import pytest
 
 from tests.agents.fakeapi import ALLOWED_BODY, FakeApi
-from tests.agents.install import installed
 from tests.agents.profiles import CLAUDE_AGENT, CODEX_AGENT, Agent
 from tests.agents.scenario import (
+    IN_CONTAINER,
     PLACEHOLDER,
     UPLOAD,
     Setup,
+    agent_command,
     check_reasons,
     prepare,
     read_logs,
     unexpected_refusals,
 )
 from tests.conftest import Jail, base_env
-from tests.jail.linux.conftest import leftovers, strong_capability
+from tests.jail.linux.conftest import alive, leftovers, strong_capability
 from tests.nethost import run_checked
 from tests.terminal import Screen
 
@@ -68,22 +69,15 @@ def codex_composer(screen: Screen) -> None:
         raise AssertionError(f"Codex's offer of another model came back:\n{screen.text()}")
 
 
-def agent_command(agent: Agent) -> Path:
-    tree = installed(agent.package)
-    assert tree is not None  # agents_installed skipped otherwise
-    return tree / "node_modules" / ".bin" / agent.package.command
-
-
 def start_tui(jail: Jail, agent: Agent, api: FakeApi, directory: Path, shell: str,
               image: str | None = None) -> tuple[Setup, Screen]:
     """httpjail running `sh -c shell` on a pty of its own: in the strong jail, or in a
-    Docker jail when `image` is given (the agent mounted at /opt/agent, the work at /work)."""
+    Docker jail when `image` is given (`Setup.docker_options`)."""
     setup = prepare(agent, api, directory)
     args, child = [*jail.upstream_args(), *setup.args], ["sh", "-c", shell]
     if image is not None:
         args.append("--docker-run")
-        child = ["-it", "-v", f"{setup.tree}:/opt/agent:ro", "-v", f"{setup.work}:/work", "-w", "/work",
-                 image, *child]
+        child = ["-it", *setup.docker_options(), image, *child]
     return setup, Screen(jail.command(args, child), {**base_env(jail.config_home), **setup.env},
                          cwd=str(setup.work))
 
@@ -107,14 +101,6 @@ def check_tui_run(agent: Agent, setup: Setup, run: TuiRun, api: FakeApi) -> None
     assert unexpected_refusals(requests, agent.denied | agent.tui_denied | {UPLOAD}) == []
     check_reasons(agent, audit)
     assert any(r.host == agent.api_host and agent.key_sent(r) == setup.key for r in api.received)
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie waits for its parent to reap it: it has ended)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def converse(screen: Screen, setup: Setup, until_ready: Callable[[Screen], None], quit: str) -> TuiRun:
@@ -151,7 +137,7 @@ def test_codex_tui(jail: Jail, fake_api: FakeApi, tmp_path: Path) -> None:
 @pytest.mark.docker
 def test_codex_tui_in_a_docker_jail(jail: Jail, fake_api: FakeApi, agent_image: str, tmp_path: Path) -> None:
     agent = CODEX_AGENT
-    shell = codex_tui("/opt/agent/node_modules/.bin/codex", agent.key_var)
+    shell = codex_tui(f"{IN_CONTAINER}/node_modules/.bin/codex", agent.key_var)
     setup, screen = start_tui(jail, agent, fake_api, tmp_path, shell, image=agent_image)
     check_tui_run(agent, setup, converse(screen, setup, codex_composer, "/quit"), fake_api)
 
