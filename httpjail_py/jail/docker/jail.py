@@ -72,7 +72,9 @@ def connect() -> Any:
 def sweep_containers(client: Any) -> list[str]:
     """Remove the containers of jails whose httpjail died. Returns what was removed."""
     removed = []
-    for container in client.containers.list(all=True, filters={"label": LABEL}):
+    # ignore_removed: the list is read, then each container inspected; another jail's
+    # teardown may remove one in between, which must not fail this jail's start.
+    for container in client.containers.list(all=True, filters={"label": LABEL}, ignore_removed=True):
         jail_id = container.labels.get(LABEL, "")
         if is_our_id(jail_id) and not is_alive(jail_id):
             with contextlib.suppress(Exception):
