@@ -24,11 +24,6 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
 from httpjail_py.certdir import system_cert_dir, write_cert_dir
 
 __all__ = [
@@ -89,6 +84,12 @@ class CaFiles:
 
 def generate_ca(common_name: str = "httpjail CA") -> tuple[bytes, bytes]:
     """Make a new ECDSA P-256 CA. Returns (PKCS8 key PEM, certificate PEM). No I/O."""
+    # Imported here, not at the top: they take ~50 ms, and only a first run makes a CA.
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name(
         [
@@ -236,10 +237,11 @@ def ensure_ca(directory: Path | None = None) -> CaFiles:
             system_pem += b"\n"
         _write_atomic(bundle_path, system_pem + cert_pem, 0o644)
         cert_dir = write_cert_dir(directory / "certs", cert_pem, system_cert_dir())
-        _chown_tree(
-            sorted({*created, directory, confdir})
-            + [directory / ".lock", cert_path, key_path, bundle_path, cert_dir]
-            + sorted(confdir.iterdir())
-            + sorted(cert_dir.iterdir())
-        )
+        if invoking_user() is not None:
+            _chown_tree(
+                sorted({*created, directory, confdir})
+                + [directory / ".lock", cert_path, key_path, bundle_path, cert_dir]
+                + sorted(confdir.iterdir())
+                + sorted(cert_dir.iterdir())
+            )
     return CaFiles(directory, cert_path, key_path, bundle_path, confdir, cert_dir)

@@ -13,8 +13,6 @@ import re
 import ssl
 from pathlib import Path
 
-from OpenSSL import crypto
-
 __all__ = ["write_cert_dir", "system_cert_dir", "subject_hash"]
 
 _HASHED = re.compile(r"^[0-9a-f]{8}\.\d+$")
@@ -22,6 +20,8 @@ _HASHED = re.compile(r"^[0-9a-f]{8}\.\d+$")
 
 def subject_hash(cert_pem: bytes) -> str:
     """OpenSSL's subject-name hash of a certificate, as it names files (8 hex digits)."""
+    from OpenSSL import crypto  # 50 ms with cryptography: only for a CA not yet in place
+
     return f"{crypto.load_certificate(crypto.FILETYPE_PEM, cert_pem).subject_name_hash():08x}"
 
 
@@ -50,12 +50,7 @@ def write_cert_dir(directory: Path, cert_pem: bytes, system: Path | None) -> Pat
     for entry in directory.iterdir():
         if entry.is_symlink() and not entry.exists():
             entry.unlink()
-    # Ours takes the first free index after the system's entries for the same hash.
-    ours_hash = subject_hash(cert_pem)
-    index = 0
-    while f"{ours_hash}.{index}" in system_names:
-        index += 1
-    ours = directory / f"{ours_hash}.{index}"
+    ours = _entry_holding(directory, cert_pem, system_names) or _free_entry(directory, cert_pem, system_names)
     if ours.is_symlink():
         ours.unlink()
     if not ours.is_file() or ours.read_bytes() != cert_pem:
@@ -63,3 +58,23 @@ def write_cert_dir(directory: Path, cert_pem: bytes, system: Path | None) -> Pat
         tmp.write_bytes(cert_pem)
         os.replace(tmp, ours)
     return directory
+
+
+def _entry_holding(directory: Path, cert_pem: bytes, taken: set[str]) -> Path | None:
+    """Where an earlier run put our CA: a file (not a link) with exactly its bytes, under
+    a name that no system entry has."""
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if (_HASHED.match(entry.name) and entry.name not in taken and entry.is_file(follow_symlinks=False)
+                    and Path(entry.path).read_bytes() == cert_pem):
+                return Path(entry.path)
+    return None
+
+
+def _free_entry(directory: Path, cert_pem: bytes, taken: set[str]) -> Path:
+    """Ours takes the first free index after the system's entries for the same hash."""
+    ours_hash = subject_hash(cert_pem)
+    index = 0
+    while f"{ours_hash}.{index}" in taken:
+        index += 1
+    return directory / f"{ours_hash}.{index}"

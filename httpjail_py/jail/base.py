@@ -17,10 +17,13 @@ import shutil
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from httpjail_py.ca import CaFiles
 from httpjail_py.config import Bind, Config, Listener
 from httpjail_py.errors import ConfigError
+
+if TYPE_CHECKING:
+    from httpjail_py.ca import CaFiles
 
 __all__ = ["Jail", "JailClient", "select_jail"]
 
@@ -63,8 +66,11 @@ class Jail(abc.ABC):
         """The child's environment, from httpjail's own."""
 
     @abc.abstractmethod
-    async def run(self, argv: Sequence[str], env: Mapping[str, str]) -> int:
-        """Run the child to completion. Returns httpjail's exit status for it."""
+    async def run(
+        self, argv: Sequence[str], env: Mapping[str, str], started: Callable[[], object] | None = None
+    ) -> int:
+        """Run the child to completion. Returns httpjail's exit status for it. `started`:
+        see `child.run_child`."""
 
     async def teardown(self) -> None:  # noqa: B027 (optional, like prepare)
         """Remove everything `prepare` and `setup` made. Idempotent."""

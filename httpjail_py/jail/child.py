@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from httpjail_py.jail.signals import HANDLED, hold_signals, on_signals
 from httpjail_py.procgroup import signal_group
@@ -75,12 +75,19 @@ def exit_status(returncode: int) -> int:
 
 
 async def run_child(
-    argv: Sequence[str], env: Mapping[str, str], *, timeout: float | None = None, held: bool = False
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    *,
+    timeout: float | None = None,
+    held: bool = False,
+    started: Callable[[], object] | None = None,
 ) -> int:
     """Run `argv` to completion and return httpjail's exit status for it.
 
     `held`: start it with the forwarded signals blocked, for a program that unblocks them
-    once it is ready to die of them (enter.py, just before it becomes the command)."""
+    once it is ready to die of them (enter.py, just before it becomes the command).
+    `started` is called once it runs and signals are forwarded to it (not when it could
+    not be started). Cancelled, it stops the command as at its end (see `finally`)."""
     tty = _terminal_fd()
     try:
         proc = await asyncio.create_subprocess_exec(
@@ -106,6 +113,8 @@ async def run_child(
 
     on_signals(forward)
     try:
+        if started is not None:
+            started()
         try:
             returncode = await asyncio.wait_for(proc.wait(), timeout)
         except TimeoutError:

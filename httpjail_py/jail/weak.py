@@ -5,7 +5,7 @@ Nothing stops a program that ignores HTTP_PROXY; that is what the strong jail is
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from httpjail_py.ca import CaFiles
 from httpjail_py.config import Bind, Listener
@@ -56,5 +56,7 @@ class WeakJail(Jail):
     def child_env(self, env: Mapping[str, str], ca: CaFiles, bound: Sequence[Bind]) -> dict[str, str]:
         return proxied_env(env, ca, bound[0], bound[1])
 
-    async def run(self, argv: Sequence[str], env: Mapping[str, str]) -> int:
-        return await run_child(argv, env, timeout=self.config.timeout)
+    async def run(
+        self, argv: Sequence[str], env: Mapping[str, str], started: Callable[[], object] | None = None
+    ) -> int:
+        return await run_child(argv, env, timeout=self.config.timeout, started=started)

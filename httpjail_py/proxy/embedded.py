@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+import socket
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from mitmproxy import options
@@ -20,7 +21,8 @@ from mitmproxy.proxy import mode_specs
 
 from httpjail_py.config import DEFAULT_CONNECT_TIMEOUT, Bind, Listener
 from httpjail_py.errors import JailSetupError
-from httpjail_py.proxy import patches
+from httpjail_py.listening import cannot_listen
+from httpjail_py.proxy import adopted, patches
 from httpjail_py.proxy.addon import JailAddon
 
 __all__ = ["EmbeddedProxy"]
@@ -39,6 +41,7 @@ class EmbeddedProxy:
         addon: JailAddon,
         *,
         listen: Sequence[Listener],
+        sockets: Mapping[Bind, socket.socket] | None = None,
         confdir: Path,
         upstream_trust: Path | None,
         verify_upstream: bool = True,
@@ -46,6 +49,7 @@ class EmbeddedProxy:
     ) -> None:
         self._addon = addon
         self._listen = list(listen)
+        self._sockets = dict(sockets or {})
         self._confdir = confdir
         self._upstream_trust = upstream_trust
         self._verify_upstream = verify_upstream
@@ -56,11 +60,13 @@ class EmbeddedProxy:
     async def start(self) -> list[Bind]:
         """Start listening. Returns the bound addresses, in the order of `listen`.
 
+        `sockets`: listening sockets opened already (`listening.open_listeners`), by the
+        address of their listener in `listen`; they are served as they are.
         Raises JailSetupError when a listener cannot be opened (e.g. port in use).
         """
         loop = asyncio.get_running_loop()
         self._addon.resolver.install(loop)
-        if not patches.install():
+        if not (patches.install() and adopted.install()):
             from mitmproxy import version
 
             raise JailSetupError(
@@ -89,6 +95,7 @@ class EmbeddedProxy:
         if self._upstream_trust is not None:
             # Replaces the default store; the caller puts the system CAs in this file too.
             updates["ssl_verify_upstream_trusted_ca"] = str(self._upstream_trust)
+        self._adopt(self._sockets)
         opts.update(**updates)
         self._master = master
         self._task = loop.create_task(master.run(), name="mitmproxy")
@@ -100,10 +107,13 @@ class EmbeddedProxy:
             raise JailSetupError("the proxy stopped while starting")
         return await self._bound(self._listen)
 
-    async def add_listeners(self, listen: Sequence[Listener]) -> list[Bind]:
-        """Open more listeners on the running proxy (another jail's). Returns their bound
-        addresses, in order. Raises JailSetupError when one cannot be opened; the others
-        are closed again then."""
+    async def add_listeners(
+        self, listen: Sequence[Listener], sockets: Mapping[Bind, socket.socket] | None = None
+    ) -> list[Bind]:
+        """Open more listeners on the running proxy (another jail's), or serve `sockets`
+        for them (as `start`). Returns their bound addresses, in order. Raises
+        JailSetupError when one cannot be opened; the others are closed again then."""
+        self._adopt(sockets or {})
         self._listen += [listener for listener in listen if listener not in self._listen]
         await self._apply_modes()
         try:
@@ -118,6 +128,12 @@ class EmbeddedProxy:
         self._listen = [listener for listener in self._listen if listener not in listen]
         if self._master is not None:
             await self._apply_modes()
+
+    def _adopt(self, sockets: Mapping[Bind, socket.socket]) -> None:
+        adopted.adopt(sockets)
+        # A request for the proxy itself is refused, whatever range is open: known before
+        # the first queued connection is taken.
+        self._addon.resolver.policy.own_listeners.update((b.host, b.port) for b in sockets)
 
     def _modes(self) -> list[str]:
         # Identical binds (both ports 0 in weak mode) share one listener: mitmproxy
@@ -139,11 +155,7 @@ class EmbeddedProxy:
             if not server.is_running:
                 if stop_on_error:
                     await self.stop()
-                err = server.last_exception
-                hint = ""
-                if isinstance(err, OSError) and err.errno == 98:
-                    hint = " (the port is in use: pick another with HTTPJAIL_HTTP_BIND / HTTPJAIL_HTTPS_BIND)"
-                raise JailSetupError(f"cannot listen on {wanted.bind}: {err}{hint}")
+                raise cannot_listen(wanted.bind, server.last_exception)
             for host, port, *_ in server.listen_addrs:
                 # A request for the proxy itself is refused, whatever range is open.
                 self._addon.resolver.policy.own_listeners.add((str(host), int(port)))

@@ -145,8 +145,10 @@ class DockerJail(StrongJail):
         # Ours last: a label the user gives cannot replace it (the sweep finds it by it).
         return [*argv, *run.options, "--label", f"{LABEL}={jail_id}", run.image, *run.command]
 
-    async def run(self, argv: Sequence[str], env: Mapping[str, str]) -> int:
-        return await run_child(self.docker_argv(), env, timeout=self.config.timeout)
+    async def run(
+        self, argv: Sequence[str], env: Mapping[str, str], started: Callable[[], object] | None = None
+    ) -> int:
+        return await run_child(self.docker_argv(), env, timeout=self.config.timeout, started=started)
 
     async def teardown(self) -> None:
         if self._client is not None and self._cidfile is not None:

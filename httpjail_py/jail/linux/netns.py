@@ -210,16 +210,6 @@ def in_netns(name: str, fn: Callable[[], None]) -> None:
         raise errors[0]
 
 
-def _disable_ipv6_in_netns(name: str, ifnames: list[str]) -> None:
-    args = [f"net.ipv6.conf.{i}.disable_ipv6=1" for i in ifnames]
-    subprocess.run(
-        ["ip", "netns", "exec", name, "sysctl", "-q", "-w", *args],
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )
-
-
 def attach_netns(name: str, pid: int) -> None:
     """Name the network namespace of process `pid` `name` (the Docker jail's holder's)."""
     result = subprocess.run(["ip", "netns", "attach", name, str(pid)], capture_output=True, text=True,
@@ -260,11 +250,13 @@ def create_jail_network(
         [jail_idx] = ipr.link_lookup(ifname=jail_if)
         ipr.link("set", index=jail_idx, net_ns_fd=ns)
         Path(f"/proc/sys/net/ipv6/conf/{spec.host_veth}/disable_ipv6").write_text("1\n")
-        _disable_ipv6_in_netns(ns, ["all", "default", "lo", jail_if])
         ipr.addr("add", index=host_idx, address=host_ip, prefixlen=host_len)
         ipr.link("set", index=host_idx, state="up")
 
     def configure_jail_end() -> None:
+        # /proc/sys/net is the namespace of the thread that opens it: this one's.
+        for ifname in ("all", "default", "lo", jail_if):
+            Path(f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6").write_text("1\n")
         with IPRoute() as jpr:
             [lo_idx] = jpr.link_lookup(ifname="lo")
             [jail_idx] = jpr.link_lookup(ifname=jail_if)

@@ -3,7 +3,7 @@ out is the proxy and the DNS sinkhole on the host end of its veth.
 
     prepare   sweep what dead jails left; claim an id; a free /30 and the netns, veth,
               addresses, route and resolv.conf (`netns.create_jail_network`)
-    (the proxy starts: a transparent and a forward-proxy listener on the host end)
+    (the proxy's sockets open: a transparent and a forward-proxy listener on the host end)
     setup     the DNS sinkhole on the host end; the host nftables table (NAT of every TCP
               flow to the transparent listener, DNS to the sinkhole, nothing forwarded);
               the jail's own table as a second layer
@@ -21,7 +21,6 @@ import asyncio
 import dataclasses
 import logging
 import pwd
-import socket
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -82,17 +81,6 @@ def _child_user() -> pwd.struct_passwd | None:
     return user if user is not None and user.pw_uid != 0 else None
 
 
-def _free_ports(host: str, count: int) -> list[int]:
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind((host, 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 class StrongJail(Jail):
     name = "strong"
 
@@ -149,10 +137,7 @@ class StrongJail(Jail):
 
     def listeners(self) -> list[Listener]:
         host = str(self._net().host_addr.ip)
-        # mitmproxy refuses two listeners on host:0, so the ports are picked here. The
-        # address is this jail's own: nobody else is binding ports on it.
-        regular, transparent = _free_ports(host, 2)
-        return [Listener("regular", Bind(host, regular)), Listener("transparent", Bind(host, transparent))]
+        return [Listener("regular", Bind(host, 0)), Listener("transparent", Bind(host, 0))]
 
     def client(self) -> JailClient:
         return JailClient(str(self._net().jail_addr.ip), self.jail_id, self._pool.name_for)
@@ -195,8 +180,12 @@ class StrongJail(Jail):
             argv += ["--user", f"{self._user.pw_uid}:{self._user.pw_gid}"]
         return [*argv, "--", *command]
 
-    async def run(self, argv: Sequence[str], env: Mapping[str, str]) -> int:
-        return await run_child(self.enter_argv(argv), env, timeout=self.config.timeout, held=True)
+    async def run(
+        self, argv: Sequence[str], env: Mapping[str, str], started: Callable[[], object] | None = None
+    ) -> int:
+        return await run_child(
+            self.enter_argv(argv), env, timeout=self.config.timeout, held=True, started=started
+        )
 
     # --- teardown ------------------------------------------------------------------------
 
