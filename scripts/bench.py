@@ -231,7 +231,7 @@ def main() -> int:
             rows = summarise(runs)
             print("bench: rule engines, jail start and teardown ...", file=sys.stderr, flush=True)
             rules = asyncio.run(rule_costs(2000 if args.quick else 10000))
-            lifecycle = jail_lifecycle(env, 3 if args.quick else 7)
+            lifecycle = jail_lifecycle(env, 3 if args.quick else 7, up.http_port)
         finally:
             stack.close()
     machine = (

@@ -70,24 +70,41 @@ def _timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
 CLOCK = ["sh", "-c", "date +%s%N; date +%s%N"]
 
 
-def jail_lifecycle(env: dict[str, str], repeats: int) -> dict[str, Any]:
+def _fetch_then_clock(url: str) -> list[str]:
+    """A command whose first clock reading is taken once a GET of `url` is answered."""
+    return ["sh", "-c", f"curl -sf -o /dev/null {url} && date +%s%N && date +%s%N"]
+
+
+def jail_lifecycle(env: dict[str, str], repeats: int, port: int) -> dict[str, Any]:
     """Start and teardown (ms, medians) of the bare command, the weak and strong jails, and
-    a container bare and in the Docker jail."""
-    httpjail = [sys.executable, "-m", "httpjail_py", "--js", "true"]
-    cases: dict[str, list[str]] = {"bare command": CLOCK, "weak": [*httpjail, "--weak", "--", *CLOCK]}
-    if os.geteuid() == 0:
-        cases["strong"] = [*httpjail, "--", *CLOCK]
-        image = _docker_image()
-        if image:
-            cases["docker run (bare)"] = ["docker", "run", "--rm", image, *CLOCK]
-            cases["docker jail"] = [*httpjail, "--docker-run", "--", "--rm", image, *CLOCK]
+    a container bare and in the Docker jail; and, for the first three, the time from the
+    launch to the answer of a first GET of a local server's (127.0.0.1:`port`) /small."""
+    # In the strong jail 127.0.0.1 is the jail's own: the server gets a name.
+    resolve = f"bench.test:{port}:127.0.0.1"
+    httpjail = [sys.executable, "-m", "httpjail_py", "--js", "true", "--allow-private", "127.0.0.1/32",
+                "--resolve", resolve]
+
+    def cases(command: list[str], bare: list[str] | None = None) -> dict[str, list[str]]:
+        out = {"bare command": bare or command, "weak": [*httpjail, "--weak", "--", *command]}
+        if os.geteuid() == 0:
+            out["strong"] = [*httpjail, "--", *command]
+        return out
+
+    clocks = cases(CLOCK)
+    if os.geteuid() == 0 and (image := _docker_image()):
+        clocks["docker run (bare)"] = ["docker", "run", "--rm", image, *CLOCK]
+        clocks["docker jail"] = [*httpjail, "--docker-run", "--", "--rm", image, *CLOCK]
     out: dict[str, Any] = {}
-    for name, argv in cases.items():
+    for name, argv in clocks.items():
         timings = [_timed(argv, env) for _ in range(repeats)]
         out[name] = {
             "start_ms": statistics.median(t[0] for t in timings),
             "teardown_ms": statistics.median(t[1] for t in timings),
         }
+    fetches = cases(_fetch_then_clock(f"http://bench.test:{port}/small"),
+                    bare=_fetch_then_clock(f"http://127.0.0.1:{port}/small"))
+    for name, argv in fetches.items():
+        out[name]["first_answer_ms"] = statistics.median(_timed(argv, env)[0] for _ in range(repeats))
     return out
 
 

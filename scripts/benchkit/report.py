@@ -67,6 +67,12 @@ def render(
         "7 start / teardown (ms): "
         + "; ".join(f"{name} {t['start_ms']:.0f} / {t['teardown_ms']:.0f}" for name, t in lifecycle.items())
     )
+    first = {name: t["first_answer_ms"] for name, t in lifecycle.items() if "first_answer_ms" in t}
+    if first:
+        lines.append(
+            "7 start to the answer of a first request (ms): "
+            + "; ".join(f"{name} {ms:.0f}" for name, ms in first.items())
+        )
     return "\n".join(lines)
 
 
