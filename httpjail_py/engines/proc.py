@@ -13,7 +13,11 @@ consecutive failures, so a crashing filter is not restarted in a tight loop), ev
 request that was waiting is retried once on the new process, and denied if that fails.
 
 Each process is a `_Worker` that owns the queue of requests waiting for its answers, so a
-dead process's leftovers (a late line, its EOF) can only ever reach its own requests.
+dead process's leftovers (a late line, its EOF) can only ever reach its own requests. Its
+stdout is a pipe read by a protocol (`_Answers`) that answers the waiting request in the
+callback that received the line: a reader task, and asyncio's subprocess pipes (which
+hand each chunk on with `call_soon`), cost each decision two more turns of the event
+loop.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import collections
 import contextlib
 import json
 import logging
+import os
 import shlex
 import shutil
 import signal
@@ -57,9 +62,51 @@ class _Worker:
 
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
+        self.stdin: asyncio.WriteTransport | None = None
+        self.stdout: asyncio.ReadTransport | None = None
         self.waiting: collections.deque[asyncio.Future[str | None]] = collections.deque()
         self.failed: str | None = None
-        self.reader: asyncio.Task[None] | None = None
+        self.after_eof: asyncio.Task[None] | None = None
+
+
+class _Answers(asyncio.Protocol):
+    """The process's stdout, cut into lines, each handed to the engine as it comes."""
+
+    def __init__(self, engine: ProcEngine, worker: _Worker) -> None:
+        self._engine = engine
+        self._worker = worker
+        self._buffer = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        worker = self._worker
+        if worker.failed is not None:
+            return  # killed meanwhile: whatever it still wrote belongs to no one
+        self._buffer += data
+        while worker.failed is None and (end := self._buffer.find(b"\n")) >= 0:
+            line = bytes(self._buffer[:end])
+            del self._buffer[: end + 1]
+            self._engine._answered(worker, line)
+        if worker.failed is None and len(self._buffer) > _MAX_LINE:
+            self._engine._fail(worker, "it answered a line over 1 MiB")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        worker = self._worker
+        if worker.failed is None:
+            # EOF (a partial last line is not an answer): give it a moment to exit, so
+            # the reason can say how.
+            worker.after_eof = asyncio.get_running_loop().create_task(self._engine._ended(worker))
+
+
+class _Requests(asyncio.Protocol):
+    """The process's stdin: closed under our writes, it fails the process."""
+
+    def __init__(self, engine: ProcEngine, worker: _Worker) -> None:
+        self._engine = engine
+        self._worker = worker
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None:
+            self._engine._fail(self._worker, "its stdin is closed")
 
 
 class ProcEngine:
@@ -114,20 +161,16 @@ class ProcEngine:
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[str | None] = loop.create_future()
         worker.waiting.append(answer)
-        stdin = worker.proc.stdin
-        assert stdin is not None
+        assert worker.stdin is not None
         # The deadline fails the process, which answers every waiter with None. A plain
         # timer, not asyncio.timeout/shield: each decision pays for what it sets up here.
-        # The write is under it too: a process that stops reading fills the pipe.
+        # A process that stops reading is caught by it too (the lines it does not read
+        # wait in the transport's buffer until it is killed).
         why = f"it gave no answer within {self._timeout:g} s"
         deadline = loop.call_later(self._timeout, self._fail, worker, why)
         try:
-            stdin.write(line)
-            await stdin.drain()
-            text = await answer  # if the caller is cancelled, the reader skips this answer
-        except (BrokenPipeError, ConnectionResetError):
-            self._fail(worker, "its stdin is closed")
-            text = answer.result() if answer.done() and not answer.cancelled() else None
+            worker.stdin.write(line)
+            text = await answer  # if the caller is cancelled, its answer is skipped
         finally:
             deadline.cancel()
         if text is None:
@@ -142,8 +185,8 @@ class ProcEngine:
         async with self._starting:
             worker = self._worker
             if worker is not None and worker.proc.returncode is not None:
-                # It died and its reader has not seen the EOF yet: fail it now, so its
-                # waiters are retried and the restart backs off.
+                # It died and its EOF has not come yet: fail it now, so its waiters are
+                # retried and the restart backs off.
                 self._fail(worker, _exited(worker.proc.returncode))
             if self._worker is not None:
                 return self._worker
@@ -155,49 +198,59 @@ class ProcEngine:
                 await asyncio.sleep(delay)
                 if self._closed:
                     raise _ProcessFailed("it is not running: httpjail is shutting down")
-            proc = await asyncio.create_subprocess_exec(
-                *self._argv,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                limit=_MAX_LINE,
-                # Its own process group: a restart kills whatever it started too, and a
-                # Ctrl-C at the terminal reaches httpjail, which stops it in order.
-                start_new_session=True,
-            )
-            worker = _Worker(proc)
-            worker.reader = asyncio.get_running_loop().create_task(self._read_answers(worker))
-            self._worker = worker
-            return worker
+            return await self._start()
 
-    async def _read_answers(self, worker: _Worker) -> None:
-        stdout = worker.proc.stdout
-        assert stdout is not None
-        while worker.failed is None:
+    async def _start(self) -> _Worker:
+        """Start the process, with pipes of our own on its stdin and stdout (module doc)."""
+        loop = asyncio.get_running_loop()
+        stdin_r, stdin_w = os.pipe()
+        stdout_r, stdout_w = os.pipe()
+        ours = [stdin_w, stdout_r]
+        try:
             try:
-                raw = await stdout.readline()
-            except ValueError:  # a line over _MAX_LINE
-                self._fail(worker, "it answered a line over 1 MiB")
-                return
-            if worker.failed is not None:
-                return  # killed meanwhile: whatever it still wrote belongs to no one
-            if not raw.endswith(b"\n"):
-                # EOF (a partial last line is not an answer). Give it a moment to exit,
-                # so the reason can say how.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(worker.proc.wait()), _EXIT_GRACE)
-                status = worker.proc.returncode
-                self._fail(worker, "it closed its stdout" if status is None else _exited(status))
-                return
-            text = raw.decode(errors="replace").rstrip("\r\n")
-            if not text.strip():
-                self._fail(worker, "it answered an empty line")
-                return
-            if not worker.waiting:
-                self._fail(worker, f"it answered a request it was not asked: {text[:100]!r}")
-                return
+                proc = await asyncio.create_subprocess_exec(
+                    *self._argv,
+                    stdin=stdin_r,
+                    stdout=stdout_w,
+                    # Its own process group: a restart kills whatever it started too, and
+                    # a Ctrl-C at the terminal reaches httpjail, which stops it in order.
+                    start_new_session=True,
+                )
+            finally:
+                os.close(stdin_r)
+                os.close(stdout_w)
+            worker = _Worker(proc)
+            writing = open(stdin_w, "wb", buffering=0, closefd=True)  # noqa: SIM115 (the transport owns it)
+            ours.remove(stdin_w)
+            worker.stdin, _ = await loop.connect_write_pipe(lambda: _Requests(self, worker), writing)
+            reading = open(stdout_r, "rb", buffering=0, closefd=True)  # noqa: SIM115 (as above)
+            ours.remove(stdout_r)
+            worker.stdout, _ = await loop.connect_read_pipe(lambda: _Answers(self, worker), reading)
+        except BaseException:
+            for fd in ours:
+                os.close(fd)
+            raise
+        self._worker = worker
+        return worker
+
+    def _answered(self, worker: _Worker, raw: bytes) -> None:
+        """One line from `worker`'s process: the answer to its oldest waiting request."""
+        text = raw.decode(errors="replace").rstrip("\r")
+        if not text.strip():
+            self._fail(worker, "it answered an empty line")
+        elif not worker.waiting:
+            self._fail(worker, f"it answered a request it was not asked: {text[:100]!r}")
+        else:
             waiter = worker.waiting.popleft()
             if not waiter.done():
                 waiter.set_result(text)
+
+    async def _ended(self, worker: _Worker) -> None:
+        """`worker`'s stdout is closed: fail it, naming its exit status if it comes soon."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(worker.proc.wait()), _EXIT_GRACE)
+        status = worker.proc.returncode
+        self._fail(worker, "it closed its stdout" if status is None else _exited(status))
 
     def _fail(self, worker: _Worker, why: str) -> None:
         """Kill `worker`'s process (and its group) and fail every request waiting on it,
@@ -211,8 +264,8 @@ class ProcEngine:
                 self._failures += 1
                 log.warning("rule process %s failed: %s", self._argv[0], why)
         signal_group(worker.proc.pid, signal.SIGKILL)
-        if worker.proc.stdin is not None:
-            worker.proc.stdin.close()
+        if worker.stdin is not None:
+            worker.stdin.close()
         while worker.waiting:
             waiter = worker.waiting.popleft()
             if not waiter.done():
@@ -223,18 +276,20 @@ class ProcEngine:
 
     @staticmethod
     async def _reap(worker: _Worker) -> None:
-        """Wait for a killed process to exit and its reader to see the end of its output."""
+        """Wait for a killed process to exit, then let go of its stdout."""
         await worker.proc.wait()
-        if worker.reader is not None:
+        if worker.after_eof is not None:
             with contextlib.suppress(asyncio.CancelledError):
-                await worker.reader
+                await worker.after_eof
+        if worker.stdout is not None:
+            worker.stdout.close()
 
     async def aclose(self) -> None:
         """Close the process's stdin, give it a second to exit, then kill it."""
         self._closed = True
         worker = self._worker
-        if worker is not None and worker.proc.returncode is None and worker.proc.stdin is not None:
-            worker.proc.stdin.close()
+        if worker is not None and worker.proc.returncode is None and worker.stdin is not None:
+            worker.stdin.close()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(worker.proc.wait()), 1.0)
         if worker is not None:
