@@ -240,9 +240,9 @@ async def _run_jailed(stack: contextlib.AsyncExitStack, parts: _ProxyParts, jail
     try:
         await asyncio.wait([command, serving], return_when=asyncio.FIRST_COMPLETED)
         if serving.done() and (error := serving.exception()) is not None:
-            command.cancel()
-            await asyncio.wait([command])
-            if isinstance(error, HttpjailError) and command.cancelled():
+            running = command.cancel()
+            await asyncio.gather(command, return_exceptions=True)
+            if isinstance(error, HttpjailError) and running:
                 raise JailSetupError(f"{error}; the command was stopped") from error
             raise error
         return await command

@@ -61,20 +61,26 @@ def write_cert_dir(directory: Path, cert_pem: bytes, system: Path | None) -> Pat
 
 
 def _entry_holding(directory: Path, cert_pem: bytes, taken: set[str]) -> Path | None:
-    """Where an earlier run put our CA: a file (not a link) with exactly its bytes, under
-    a name that no system entry has."""
+    """Where an earlier run put our CA, if it is still the right place: a file (not a
+    link) with exactly its bytes, at the first index its hash has free. (OpenSSL tries
+    `<hash>.0`, `.1`, ... and stops at the first missing one: a system entry that was
+    under `.0` when ours went to `.1` may be gone.)"""
     with os.scandir(directory) as entries:
         for entry in entries:
-            if (_HASHED.match(entry.name) and entry.name not in taken and entry.is_file(follow_symlinks=False)
+            if (_HASHED.match(entry.name) and entry.is_file(follow_symlinks=False)
                     and Path(entry.path).read_bytes() == cert_pem):
-                return Path(entry.path)
+                digest = entry.name.split(".")[0]
+                return Path(entry.path) if entry.name == _first_free(digest, taken) else None
     return None
+
+
+def _first_free(digest: str, taken: set[str]) -> str:
+    index = 0
+    while f"{digest}.{index}" in taken:
+        index += 1
+    return f"{digest}.{index}"
 
 
 def _free_entry(directory: Path, cert_pem: bytes, taken: set[str]) -> Path:
     """Ours takes the first free index after the system's entries for the same hash."""
-    ours_hash = subject_hash(cert_pem)
-    index = 0
-    while f"{ours_hash}.{index}" in taken:
-        index += 1
-    return directory / f"{ours_hash}.{index}"
+    return directory / _first_free(subject_hash(cert_pem), taken)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 
 import pytest
@@ -11,6 +10,7 @@ import pytest
 from httpjail_py.config import Bind, Listener
 from httpjail_py.errors import JailSetupError
 from httpjail_py.listening import open_listeners
+from tests.conftest import Jail
 
 
 def test_identical_listeners_share_a_socket_and_others_get_their_own() -> None:
@@ -29,15 +29,19 @@ def test_identical_listeners_share_a_socket_and_others_get_their_own() -> None:
 
 
 def test_a_port_in_use_is_a_clear_error_and_leaves_nothing_open() -> None:
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        first = free.getsockname()[1]
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        fds = len(os.listdir("/proc/self/fd"))
-        wanted = [Listener("regular", Bind("127.0.0.1", 0)), Listener("regular", Bind("127.0.0.1", port))]
+        wanted = [Listener("regular", Bind("127.0.0.1", first)), Listener("regular", Bind("127.0.0.1", port))]
         with pytest.raises(JailSetupError, match=f"127.0.0.1:{port}.*HTTPJAIL_HTTP_BIND"):
             open_listeners(wanted)
-        assert len(os.listdir("/proc/self/fd")) == fds  # the first listener's socket is closed
+    with socket.socket() as again:  # the first listener's socket was closed: its port is free
+        again.bind(("127.0.0.1", first))
+        again.listen()
 
 
 def test_connections_taken_from_them_have_nagle_off() -> None:
@@ -62,3 +66,23 @@ def test_connections_taken_from_them_have_nagle_off() -> None:
         return nodelay
 
     assert asyncio.run(main()) != 0
+
+
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="needs IPv6 on the loopback interface")
+def test_the_proxy_serves_ipv6_binds(jail: Jail) -> None:
+    env = {"HTTPJAIL_HTTP_BIND": "[::1]:0", "HTTPJAIL_HTTPS_BIND": "[::1]:0"}
+    denied = jail.upstream.url("api.test", "/echo")
+    curl = f"echo $HTTPS_PROXY; curl -sS -m 20 -o /dev/null -w '%{{http_code}}\\n' {denied}"
+    result = jail.run(["--js", "r.host === 'ok.test'"], ["sh", "-c", curl], env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    proxy, status = result.stdout.split()
+    assert proxy.startswith("http://[::1]:") and status == "403"

@@ -128,10 +128,13 @@ async def run_child(
         hold_signals()
         for task in stopping:
             task.cancel()
-        # Whatever the command left running in its group would outlive its jail.
-        if signal_group(pgid, signal.SIGTERM):
-            await asyncio.sleep(0.2)
+        # Whatever the command left running in its group would outlive its jail. The rest
+        # runs even if this task is cancelled during the grace (the proxy failed then).
+        try:
+            if signal_group(pgid, signal.SIGTERM):
+                await asyncio.sleep(0.2)
+        finally:
             signal_group(pgid, signal.SIGKILL)
-        if tty is not None:
-            with contextlib.suppress(OSError):
-                _give_terminal(tty, os.getpgrp())
+            if tty is not None:
+                with contextlib.suppress(OSError):
+                    _give_terminal(tty, os.getpgrp())

@@ -17,7 +17,7 @@ from mitmproxy.proxy import mode_servers
 
 from httpjail_py.config import Bind
 
-__all__ = ["adopt", "install"]
+__all__ = ["adopt", "forget", "install"]
 
 _adopted: dict[tuple[str, int], socket.socket] = {}
 _installed = False
@@ -26,6 +26,12 @@ _installed = False
 def adopt(sockets: Mapping[Bind, socket.socket]) -> None:
     """The next listener on each of these addresses serves the socket given for it."""
     _adopted.update({(bind.host, bind.port): sock for bind, sock in sockets.items()})
+
+
+def forget(sockets: Mapping[Bind, socket.socket]) -> None:
+    """Drop what `adopt` was given and no listener took (a start that failed)."""
+    for bind in sockets:
+        _adopted.pop((bind.host, bind.port), None)
 
 
 def install() -> bool:
@@ -39,7 +45,9 @@ def install() -> bool:
         return False
 
     async def listen(self: Any, host: str, port: int) -> list[Any]:
-        if self.mode.transport_protocol == "tcp" and (sock := _adopted.pop((host, port), None)):
+        # An IPv6 host comes bracketed from the mode spec (`regular@[::1]:8080`).
+        key = (host.removeprefix("[").removesuffix("]"), port)
+        if self.mode.transport_protocol == "tcp" and (sock := _adopted.pop(key, None)):
             return [await asyncio.start_server(self.handle_stream, sock=sock)]
         return await original(self, host, port)  # type: ignore[no-any-return]
 

@@ -114,6 +114,7 @@ class EmbeddedProxy:
         for them (as `start`). Returns their bound addresses, in order. Raises
         JailSetupError when one cannot be opened; the others are closed again then."""
         self._adopt(sockets or {})
+        self._sockets.update(sockets or {})
         self._listen += [listener for listener in listen if listener not in self._listen]
         await self._apply_modes()
         try:
@@ -164,6 +165,7 @@ class EmbeddedProxy:
         return binds
 
     async def stop(self) -> None:
+        adopted.forget(self._sockets)
         if self._master is None or self._task is None:
             return
         self._master.shutdown()

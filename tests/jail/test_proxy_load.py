@@ -18,7 +18,7 @@ import mitmproxy
 import pytest
 
 from tests.conftest import Jail
-from tests.jail.linux.conftest import jail_id_of, leftovers, strong_capability
+from tests.jail.linux.conftest import alive, jail_id_of, leftovers, strong_capability
 
 LATE_MITMPROXY = '''
 import os, time
@@ -26,7 +26,9 @@ from pathlib import Path
 
 marker = Path(os.environ["TEST_MITMPROXY_MARKER"])
 deadline = time.monotonic() + 30
-while not marker.exists() and time.monotonic() < deadline:
+while not marker.exists():
+    if time.monotonic() > deadline:
+        raise ImportError("mitmproxy was loaded before the command made its marker")
     time.sleep(0.01)
 if os.environ["TEST_MITMPROXY"] == "broken":
     raise ImportError("this mitmproxy is broken (the test's)")
@@ -95,6 +97,19 @@ def test_a_proxy_that_cannot_load_stops_the_command(jail: Jail, tmp_path: Path, 
     if not weak:
         assert leftovers(jail_id_of(result.stderr)) == []
 
+
+
+def test_what_the_command_left_is_stopped_when_the_proxy_fails_as_it_exits(
+    jail: Jail, tmp_path: Path
+) -> None:
+    # The command exits at once, leaving a process that ignores SIGTERM in its group; the
+    # proxy fails while httpjail gives that process its grace. It must still get its SIGKILL.
+    env, marker = late_mitmproxy_env(tmp_path, "broken")
+    pidfile = tmp_path / "leftover.pid"
+    script = f"(trap '' TERM; exec sleep 30) >/dev/null 2>&1 & echo $! > {pidfile}; touch {marker}; exit 0"
+    result = jail.run(["--js", "true"], ["sh", "-c", script], env=env, timeout=50)
+    assert "cannot load the proxy" in result.stderr
+    assert not alive(int(pidfile.read_text()))
 
 
 @pytest.mark.parametrize("weak", JAILS)

@@ -1,4 +1,5 @@
-"""A jailed SSE reader: prints each event with the seconds since the request started.
+"""A jailed SSE reader: prints each event with the seconds since the response began (the
+request itself may wait for the proxy to load: the command starts first).
 
 Usage: sseclient.py URL   (urllib, proxy and CA from the environment)
 Prints one JSON line: {"events": [[seconds, data], ...]}.
@@ -11,9 +12,9 @@ import sys
 import time
 import urllib.request
 
-start = time.monotonic()
 events = []
 with urllib.request.urlopen(sys.argv[1], timeout=20) as response:
+    start = time.monotonic()
     for line in response:
         if line.startswith(b"data: "):
             events.append([round(time.monotonic() - start, 3), line[6:].decode().strip()])
