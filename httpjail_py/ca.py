@@ -195,6 +195,19 @@ def _write_atomic(path: Path, data: bytes, mode: int) -> None:
         raise
 
 
+def _write_if_changed(path: Path, data: bytes, mode: int) -> None:
+    """`_write_atomic`, unless `path` holds `data` already: most starts change nothing, and
+    each rewrite is a sync to disk."""
+    try:
+        same = path.read_bytes() == data
+    except OSError:
+        same = False
+    if not same:
+        _write_atomic(path, data, mode)
+    elif (path.stat().st_mode & 0o7777) != mode:
+        os.chmod(path, mode)
+
+
 def _chown_tree(paths: list[Path]) -> None:
     user = invoking_user()
     if user is None:
@@ -227,7 +240,7 @@ def ensure_ca(directory: Path | None = None) -> CaFiles:
         if key_path.stat().st_mode & 0o077:  # e.g. copied in by hand
             os.chmod(key_path, 0o600)
         key_pem, cert_pem = key_path.read_bytes(), cert_path.read_bytes()
-        _write_atomic(confdir / "mitmproxy-ca.pem", key_pem + cert_pem, 0o600)
+        _write_if_changed(confdir / "mitmproxy-ca.pem", key_pem + cert_pem, 0o600)
         dhparam = confdir / "mitmproxy-dhparam.pem"
         if not dhparam.is_file():
             _write_atomic(dhparam, _DHPARAM, 0o644)
@@ -235,7 +248,7 @@ def ensure_ca(directory: Path | None = None) -> CaFiles:
         system_pem = system.read_bytes() if system else b""
         if system_pem and not system_pem.endswith(b"\n"):
             system_pem += b"\n"
-        _write_atomic(bundle_path, system_pem + cert_pem, 0o644)
+        _write_if_changed(bundle_path, system_pem + cert_pem, 0o644)
         cert_dir = write_cert_dir(directory / "certs", cert_pem, system_cert_dir())
         if invoking_user() is not None:
             _chown_tree(

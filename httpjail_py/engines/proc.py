@@ -44,6 +44,8 @@ log = logging.getLogger("httpjail.rules")
 DEFAULT_TIMEOUT = 5.0
 MAX_BACKOFF = 5.0
 _MAX_LINE = 1 << 20
+# One encoder for every request line: `json.dumps` with options builds a new one per call.
+_REQUEST_ENCODER = json.JSONEncoder(separators=(",", ":"))
 # How long a process that closed its stdout gets to exit, so the reason can name its status.
 _EXIT_GRACE = 0.5
 
@@ -130,7 +132,7 @@ class ProcEngine:
         self._reaping: set[asyncio.Task[None]] = set()  # killed processes, until they are gone
 
     async def evaluate(self, request: RequestInfo) -> Decision:
-        line = (json.dumps(request.as_rule_input(), separators=(",", ":")) + "\n").encode()
+        line = (_REQUEST_ENCODER.encode(request.as_rule_input()) + "\n").encode()
         problems: list[str] = []
         while len(problems) < 2 and not self._closed:
             try:

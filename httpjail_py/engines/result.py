@@ -87,6 +87,10 @@ def _finite_or_null(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+# One decoder for every answer: `json.loads` with options builds a new one per call.
+_ANSWER_DECODER = json.JSONDecoder(parse_constant=_not_json, parse_float=_finite_or_null)
+
+
 def parse_answer_line(line: str) -> Decision:
     """A rule process's answer line, read exactly as a JS rule's result would be.
 
@@ -99,7 +103,7 @@ def parse_answer_line(line: str) -> Decision:
     if not text:
         return Decision.error("rule process answered an empty line")
     try:
-        value = json.loads(text, parse_constant=_not_json, parse_float=_finite_or_null)
+        value = _ANSWER_DECODER.decode(text)
     except ValueError as e:
         if text.startswith("{"):
             return Decision.error(

@@ -53,19 +53,37 @@ log = logging.getLogger("httpjail")
 ENTER_SCRIPT = Path(__file__).with_name("enter.py")
 
 
-def _nft(text: str, netns: str | None = None) -> subprocess.CompletedProcess[str]:
+def _nft_argv(netns: str | None) -> list[str]:
     argv = ["nft", "-f", "-"]
-    if netns is not None:
-        argv = ["ip", "netns", "exec", netns, *argv]
-    return subprocess.run(argv, input=text, capture_output=True, text=True, timeout=30)
+    return ["ip", "netns", "exec", netns, *argv] if netns is not None else argv
+
+
+def _nft(text: str, netns: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(_nft_argv(netns), input=text, capture_output=True, text=True, timeout=30)
 
 
 def load_ruleset(text: str, *, netns: str | None = None) -> None:
     """`nft -f -` with `text`, in the host netns or in `netns`. Raises JailSetupError."""
-    result = _nft(text, netns)
-    if result.returncode != 0:
-        where = f"in {netns}" if netns else "on the host"
-        raise JailSetupError(f"cannot load the jail's nftables rules {where}: {result.stderr.strip()}")
+    load_rulesets([(text, netns)])
+
+
+def load_rulesets(rulesets: Sequence[tuple[str, str | None]]) -> None:
+    """`load_ruleset` for each (text, netns), all at once. Raises JailSetupError for the
+    first that fails, once all are done."""
+    procs = [subprocess.Popen(_nft_argv(netns), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _, netns in rulesets]
+    failures = []
+    for proc, (text, netns) in zip(procs, rulesets, strict=True):
+        try:
+            _, err = proc.communicate(text, timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+        if proc.returncode != 0:
+            where = f"in {netns}" if netns else "on the host"
+            failures.append(f"cannot load the jail's nftables rules {where}: {err.strip()}")
+    if failures:
+        raise JailSetupError(failures[0])
 
 
 def _delete_table(spec: JailNetSpec) -> None:
@@ -157,9 +175,10 @@ class StrongJail(Jail):
         await asyncio.to_thread(self._load_rules, self._spec)
 
     def _load_rules(self, spec: JailNetSpec) -> None:
-        load_ruleset(render_host_ruleset(spec))
+        # Pushed first: a table that failed to load is simply not there to delete.
         self._undo.push(f"delete nft table of {self.jail_id}", lambda: _delete_table(spec))
-        load_ruleset(render_jail_ruleset(spec), netns=netns_name(spec.jail_id))
+        load_rulesets([(render_host_ruleset(spec), None),
+                       (render_jail_ruleset(spec), netns_name(spec.jail_id))])
 
     # --- run -----------------------------------------------------------------------------
 

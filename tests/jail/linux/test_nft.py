@@ -290,3 +290,22 @@ def test_rulesets_load_and_list_back_verbatim_in_a_throwaway_netns(netns: str, t
     # No `destroy` in nft 1.0.6: deleting a table that is gone is an error cleanup must expect.
     gone = _nft("-f", str(delete), netns=netns)
     assert gone.returncode != 0 and "No such file or directory" in gone.stderr
+
+
+@pytest.mark.root
+@needs_nft
+def test_rulesets_load_together_and_a_failure_names_where() -> None:
+    from httpjail_py.errors import JailSetupError
+    from httpjail_py.jail.linux.strong import load_rulesets
+
+    table = f"hjtest_{secrets.token_hex(4)}"
+    try:
+        where = "cannot load the jail's nftables rules in hjtest-no-such-netns"
+        with pytest.raises(JailSetupError, match=where):
+            load_rulesets([(f"table inet {table} {{ }}", None), ("table inet x { }", "hjtest-no-such-netns")])
+        listed = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+        assert f"table inet {table}" in listed  # the other one is loaded all the same
+        with pytest.raises(JailSetupError, match="on the host: .*syntax error"):
+            load_rulesets([("table inet x { not nft at all }", None)])
+    finally:
+        subprocess.run(["nft", "delete", "table", "inet", table], capture_output=True)
