@@ -66,7 +66,9 @@ class _Worker:
         self.proc = proc
         self.stdin: asyncio.WriteTransport | None = None
         self.stdout: asyncio.ReadTransport | None = None
-        self.waiting: collections.deque[asyncio.Future[str | None]] = collections.deque()
+        # Each waiting request with its deadline (loop time); answers come in this order.
+        self.waiting: collections.deque[tuple[asyncio.Future[str | None], float]] = collections.deque()
+        self.watchdog: asyncio.TimerHandle | None = None
         self.failed: str | None = None
         self.after_eof: asyncio.Task[None] | None = None
 
@@ -162,19 +164,17 @@ class ProcEngine:
             worker = await self._running()
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[str | None] = loop.create_future()
-        worker.waiting.append(answer)
+        # A missed deadline fails the process, which answers every waiter with None. One
+        # timer per process, not one per request: each decision pays for what it sets up
+        # here. A process that stops reading is caught by it too (the lines it does not
+        # read wait in the transport's buffer until it is killed).
+        deadline = loop.time() + self._timeout
+        worker.waiting.append((answer, deadline))
+        if worker.watchdog is None:
+            worker.watchdog = loop.call_at(deadline, self._watch, worker)
         assert worker.stdin is not None
-        # The deadline fails the process, which answers every waiter with None. A plain
-        # timer, not asyncio.timeout/shield: each decision pays for what it sets up here.
-        # A process that stops reading is caught by it too (the lines it does not read
-        # wait in the transport's buffer until it is killed).
-        why = f"it gave no answer within {self._timeout:g} s"
-        deadline = loop.call_later(self._timeout, self._fail, worker, why)
-        try:
-            worker.stdin.write(line)
-            text = await answer  # if the caller is cancelled, its answer is skipped
-        finally:
-            deadline.cancel()
+        worker.stdin.write(line)
+        text = await answer  # if the caller is cancelled, its answer is skipped
         if text is None:
             raise _ProcessFailed(worker.failed or "it failed")
         return text
@@ -235,6 +235,19 @@ class ProcEngine:
         self._worker = worker
         return worker
 
+    def _watch(self, worker: _Worker) -> None:
+        """The watchdog: fail `worker` if its oldest request is past its deadline, else
+        look again at that deadline."""
+        worker.watchdog = None
+        if worker.failed is not None or not worker.waiting:
+            return
+        loop = asyncio.get_running_loop()
+        oldest = worker.waiting[0][1]
+        if loop.time() >= oldest:
+            self._fail(worker, f"it gave no answer within {self._timeout:g} s")
+        else:
+            worker.watchdog = loop.call_at(oldest, self._watch, worker)
+
     def _answered(self, worker: _Worker, raw: bytes) -> None:
         """One line from `worker`'s process: the answer to its oldest waiting request."""
         text = raw.decode(errors="replace").rstrip("\r")
@@ -243,7 +256,7 @@ class ProcEngine:
         elif not worker.waiting:
             self._fail(worker, f"it answered a request it was not asked: {text[:100]!r}")
         else:
-            waiter = worker.waiting.popleft()
+            waiter, _ = worker.waiting.popleft()
             if not waiter.done():
                 waiter.set_result(text)
 
@@ -268,8 +281,11 @@ class ProcEngine:
         signal_group(worker.proc.pid, signal.SIGKILL)
         if worker.stdin is not None:
             worker.stdin.close()
+        if worker.watchdog is not None:
+            worker.watchdog.cancel()
+            worker.watchdog = None
         while worker.waiting:
-            waiter = worker.waiting.popleft()
+            waiter, _ = worker.waiting.popleft()
             if not waiter.done():
                 waiter.set_result(None)
         reaper = asyncio.get_running_loop().create_task(self._reap(worker))
