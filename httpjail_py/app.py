@@ -250,6 +250,9 @@ async def _run_jailed(stack: contextlib.AsyncExitStack, parts: _ProxyParts, jail
         for task in (command, serving):
             task.cancel()
         await asyncio.wait([command, serving])
+        for task in (command, serving):  # an error that came with the cancel: retrieved
+            if not task.cancelled():
+                task.exception()
 
 
 async def _serve_jail(

@@ -208,10 +208,7 @@ def _write_if_changed(path: Path, data: bytes, mode: int) -> None:
         os.chmod(path, mode)
 
 
-def _chown_tree(paths: list[Path]) -> None:
-    user = invoking_user()
-    if user is None:
-        return
+def _chown_tree(user: pwd.struct_passwd, paths: list[Path]) -> None:
     for p in paths:
         # lchown: the cert directory holds links into /etc/ssl/certs, which must stay root's.
         os.lchown(p, user.pw_uid, user.pw_gid)
@@ -250,8 +247,9 @@ def ensure_ca(directory: Path | None = None) -> CaFiles:
             system_pem += b"\n"
         _write_if_changed(bundle_path, system_pem + cert_pem, 0o644)
         cert_dir = write_cert_dir(directory / "certs", cert_pem, system_cert_dir())
-        if invoking_user() is not None:
+        if (user := invoking_user()) is not None:
             _chown_tree(
+                user,
                 sorted({*created, directory, confdir})
                 + [directory / ".lock", cert_path, key_path, bundle_path, cert_dir]
                 + sorted(confdir.iterdir())

@@ -221,7 +221,12 @@ class ProcEngine:
             finally:
                 os.close(stdin_r)
                 os.close(stdout_w)
-            worker = _Worker(proc)
+        except BaseException:
+            for fd in ours:
+                os.close(fd)
+            raise
+        worker = _Worker(proc)
+        try:
             writing = open(stdin_w, "wb", buffering=0, closefd=True)  # noqa: SIM115 (the transport owns it)
             ours.remove(stdin_w)
             worker.stdin, _ = await loop.connect_write_pipe(lambda: _Requests(self, worker), writing)
@@ -229,8 +234,10 @@ class ProcEngine:
             ours.remove(stdout_r)
             worker.stdout, _ = await loop.connect_read_pipe(lambda: _Answers(self, worker), reading)
         except BaseException:
+            # Cancelled (its first request was) or failed: the process must not outlive it.
             for fd in ours:
                 os.close(fd)
+            self._fail(worker, "it could not be connected")
             raise
         self._worker = worker
         return worker

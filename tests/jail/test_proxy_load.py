@@ -87,7 +87,7 @@ def test_what_the_command_sends_before_the_proxy_is_loaded_gets_the_rules_answer
 def test_a_proxy_that_cannot_load_stops_the_command(jail: Jail, tmp_path: Path, weak: bool) -> None:
     env, marker = late_mitmproxy_env(tmp_path, "broken")
     out = tmp_path / "out"
-    script = f"touch {marker}; echo started > {out}; sleep 60; echo finished >> {out}"
+    script = f"echo started > {out}; touch {marker}; sleep 60; echo finished >> {out}"
     result = jail.run(["-v", "--js", "true"], ["sh", "-c", script], weak=weak, env=env, timeout=50)
     assert result.returncode == 1, result.stderr
     assert "cannot load the proxy (mitmproxy): ImportError: this mitmproxy is broken" in result.stderr
