@@ -26,8 +26,9 @@ from tests.agents.scenario import (
     unexpected_refusals,
 )
 from tests.conftest import Jail, base_env
-from tests.jail.linux.conftest import alive, leftovers, strong_capability
+from tests.jail.linux.conftest import leftovers, strong_capability
 from tests.nethost import run_checked
+from tests.pids import alive
 from tests.terminal import Screen
 
 pytestmark = [

@@ -18,7 +18,7 @@ import pytest
 from httpjail_py.engines.base import Action, Decision, Reason, RequestInfo
 from httpjail_py.engines.proc import ProcEngine
 from httpjail_py.errors import RuleError
-from tests.engines.pids import wait_gone
+from tests.pids import wait_gone
 
 FILTER = Path(__file__).parent / "scripts" / "filter.py"
 

@@ -17,7 +17,7 @@ import pytest
 from httpjail_py.engines.base import Action, Decision, Reason, RequestInfo
 from httpjail_py.engines.result import MAX_MESSAGE
 from httpjail_py.engines.shell import ShellEngine
-from tests.engines.pids import wait_gone
+from tests.pids import wait_gone
 
 
 def request(path: str = "/", **kw: Any) -> RequestInfo:

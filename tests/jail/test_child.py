@@ -18,14 +18,7 @@ from pathlib import Path
 
 import pytest
 
-
-def alive(pid: int) -> bool:
-    """True while `pid` runs. A zombie counts as gone: pid 1 here may never reap it."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+from tests.pids import alive
 
 
 def wait_for(predicate, timeout: float = 10.0, what: str = "condition") -> None:

@@ -18,7 +18,8 @@ import mitmproxy
 import pytest
 
 from tests.conftest import Jail
-from tests.jail.linux.conftest import alive, jail_id_of, leftovers, strong_capability
+from tests.jail.linux.conftest import jail_id_of, leftovers, strong_capability
+from tests.pids import alive
 
 LATE_MITMPROXY = '''
 import os, time

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.engines.pids import wait_gone
+from tests.pids import wait_gone
 
 FILTER = Path(__file__).parent.parent / "engines" / "scripts" / "filter.py"
 

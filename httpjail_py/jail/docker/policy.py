@@ -13,6 +13,8 @@ import stat
 from collections.abc import Iterable
 from pathlib import Path
 
+from httpjail_py.jail.docker.holder import LABEL
+
 __all__ = ["check_option"]
 
 _REFUSED = {
@@ -55,7 +57,6 @@ _NAMESPACE_MODES = frozenset({"", "private", "none", "shareable"})
 _KERNEL = (Path("/proc"), Path("/sys"), Path("/dev"))
 _SENSITIVE = (Path("/run/docker.sock"), Path("/var/run/docker.sock"), Path("/run/containerd"),
               Path("/run/podman"), Path("/run/netns"), Path("/var/run/netns"), Path("/run/dbus"))
-LABEL = "httpjail-py.jail"
 
 
 def check_option(name: str, value: str | None) -> None:

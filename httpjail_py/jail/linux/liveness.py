@@ -213,7 +213,10 @@ def _remove_containers(jail_id: str) -> None:
     docker = shutil.which("docker")
     if docker is None:
         return
-    label = f"label=httpjail-py.jail={jail_id}"
+    # Imported here: holder.py brings tarfile and more, which a strong jail's start need not load.
+    from httpjail_py.jail.docker.holder import LABEL
+
+    label = f"label={LABEL}={jail_id}"
     with contextlib.suppress(subprocess.SubprocessError, OSError):
         found = subprocess.run([docker, "ps", "-aq", "--filter", label], capture_output=True, text=True,
                                timeout=30).stdout.split()

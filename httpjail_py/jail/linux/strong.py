@@ -45,7 +45,7 @@ from httpjail_py.jail.linux.netns import (
 from httpjail_py.jail.linux.nft import JailNetSpec, render_delete, render_host_ruleset, render_jail_ruleset
 from httpjail_py.jail.weak import own_loopback_env, proxied_env
 
-__all__ = ["StrongJail", "load_ruleset"]
+__all__ = ["StrongJail", "load_rulesets"]
 
 log = logging.getLogger("httpjail")
 
@@ -62,14 +62,9 @@ def _nft(text: str, netns: str | None = None) -> subprocess.CompletedProcess[str
     return subprocess.run(_nft_argv(netns), input=text, capture_output=True, text=True, timeout=30)
 
 
-def load_ruleset(text: str, *, netns: str | None = None) -> None:
-    """`nft -f -` with `text`, in the host netns or in `netns`. Raises JailSetupError."""
-    load_rulesets([(text, netns)])
-
-
 def load_rulesets(rulesets: Sequence[tuple[str, str | None]]) -> None:
-    """`load_ruleset` for each (text, netns), all at once. Raises JailSetupError for the
-    first that fails, once all are done."""
+    """`nft -f -` with each text, in the host netns (netns None) or in that netns, all at
+    once. Raises JailSetupError for the first that fails, once all are done."""
     procs = [subprocess.Popen(_nft_argv(netns), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _, netns in rulesets]
     failures = []

@@ -63,15 +63,6 @@ def assert_nothing_escaped(outcome: dict[str, str]) -> None:
     assert not outcome["ipv6"].startswith("connected")
 
 
-def alive(pid: int) -> bool:
-    """Whether process `pid` still runs (a killed one may stay a zombie for a moment,
-    until its new parent reaps it: it has ended)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def jail_id_of(stderr: str) -> str:
     """The jail's netns name, from httpjail's `-v` output."""
     match = JAIL_ID.search(stderr)

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Jail
-from tests.jail.linux.conftest import alive, jail_id_of, leftovers, strong_capability
+from tests.jail.linux.conftest import jail_id_of, leftovers, strong_capability
 from tests.jail.linux.test_strong import strong
+from tests.pids import alive
 
 pytestmark = [
     pytest.mark.root,
