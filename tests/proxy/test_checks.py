@@ -252,7 +252,10 @@ def test_max_tx_bytes_refuses_a_declared_length_up_front(jail, upstream, tmp_pat
     fmt = "\\n%{http_code} %{size_upload}"
     result = jail.run(
         ["--js", LIMIT_RULE, "--audit-log", str(audit)],
-        ["curl", "-sS", "--http1.1", "-D", "-", "--data-binary", f"@{big}", "-w", fmt, url],
+        # curl sends the body anyway after 1 s without an answer; the command starts
+        # before the proxy has loaded, which may take longer than that.
+        ["curl", "-sS", "--http1.1", "--expect100-timeout", "30", "-D", "-", "--data-binary", f"@{big}",
+         "-w", fmt, url],
     )
     assert result.returncode == 0, result.stderr
     head, _, rest = result.stdout.split("Connection established\n\n")[-1].partition("\n\n")
@@ -347,7 +350,8 @@ def test_denied_upload_is_answered_without_reading_the_body(jail, upstream, tmp_
     fmt = "%{http_code} %{size_upload}"
     result = jail.run(
         ["--js", "r.host === 'ok.test'"],
-        ["curl", "-sS", http, "--data-binary", f"@{big}", "-o", "/dev/null", "-w", fmt, url],
+        ["curl", "-sS", http, "--expect100-timeout", "30", "--data-binary", f"@{big}", "-o", "/dev/null",
+         "-w", fmt, url],  # the expect timeout: as above
     )
     status, uploaded = result.stdout.split()
     assert status == "403"
